@@ -1,0 +1,107 @@
+"""The `raysweep` command: launch, show, tasks, fit.
+
+Bad input exits with status 2 and one message naming the file, the key path and what is
+allowed, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from raysweep.space import SpaceError, load_space
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Ray-distributed hyperparameter and scaling sweeps.")
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def launch(
+    space: str = typer.Option(..., "--space", help="A name in search_spaces/ or a YAML path."),
+    address: Optional[str] = typer.Option(None, help="'auto' joins a running cluster; "
+                                          "none starts a local Ray."),
+    storage: Path = typer.Option(Path("runs"), help="Where sweeps, stages and Ray runs go."),
+    name: Optional[str] = typer.Option(None, help="Sweep name (default: the space's name)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
+    verbose: bool = typer.Option(False, help="Forward Ray worker logs to this terminal."),
+) -> None:
+    """Run a sweep: one Tuner per model size, each trial a Ray Train FSDP2 job."""
+    try:
+        spec, file = load_space(space)
+    except SpaceError as e:
+        fail(str(e))
+    if dry_run:
+        from raysweep.sweep import print_plan
+
+        print_plan(spec, console)
+        return
+    from raysweep.sweep import launch as run
+
+    try:
+        result = run(spec, file, storage, name=name, address=address, verbose=verbose,
+                     console=console)
+    except SpaceError as e:  # e.g. more workers than the cluster really has
+        fail(str(e))
+    console.print(f"results: {result.sweep_dir}  (raysweep show {result.sweep_dir})")
+    show(result.sweep_dir)
+    if result.errors:
+        err.print(f"[red]{result.errors} trial(s) failed[/]; see the trials table's error column")
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(sweep_dir: Path = typer.Argument(..., help="A sweep directory.")) -> None:
+    """Best result per model size, and per target task and language."""
+    from raysweep.report import best_tables
+
+    if not (sweep_dir / "trials").is_dir():
+        fail(f"{sweep_dir}: not a sweep directory (no trials/ table); run `raysweep launch` first")
+    for table in best_tables(sweep_dir):
+        console.print(table)
+
+
+@app.command()
+def tasks() -> None:
+    """Every registered task: category, role, languages, metric, source."""
+    from raysweep.tasks import all_tasks
+
+    table = Table(title="registered tasks")
+    for col in ("task", "category", "role", "head", "metric", "languages", "source"):
+        table.add_column(col)
+    for t in all_tasks().values():
+        langs = ",".join(t.languages) if len(t.languages) <= 6 else \
+            f"{len(t.languages)}: {','.join(t.languages[:5])},..."
+        table.add_row(t.name, t.category, ",".join(sorted(t.roles)), t.head, t.metric, langs,
+                      t.source)
+    console.print(table)
+
+
+def _register_fit() -> None:
+    try:
+        from raysweep.cli_fit import fit_command
+    except ImportError:
+        return
+    app.command("fit")(fit_command)
+
+
+_register_fit()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Readable summaries of a sweep's tables (what `raysweep show` prints).
+
+"Best" follows XTREME's protocol: the trial chosen by English dev score (the `objective`),
+then its zero-shot test scores are reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+from rich.table import Table
+
+from raysweep.results import load
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def best_trials(sweep_dir: Path) -> dict[tuple[str, str], dict]:
+    """(model, mixture) -> the finished trial with the best objective."""
+    trials = load(sweep_dir, "trials").to_pylist()
+    best: dict[tuple[str, str], dict] = {}
+    for t in trials:
+        if t["status"] != "done" or t["objective"] is None:
+            continue
+        k = (t["model"], t["mixture"])
+        if k not in best or t["objective"] > best[k]["objective"]:
+            best[k] = t
+    return dict(sorted(best.items(), key=lambda kv: (kv[1]["n_params"], kv[0][1])))
+
+
+def best_tables(sweep_dir: Path) -> list[Table]:
+    trials = load(sweep_dir, "trials").to_pylist()
+    by_status: dict[str, int] = {}
+    for t in trials:
+        by_status[t["status"]] = by_status.get(t["status"], 0) + 1
+    out = []
+    per_size = Table(title=f"{Path(sweep_dir).name}: best trial per model size "
+                     f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))})")
+    for col in ("model", "params", "mixture", "lr_intermediate", "lr_target", "dev (en)",
+                "zero-shot", "trial", "reused stages"):
+        per_size.add_column(col)
+    best = best_trials(sweep_dir)
+    for (model, mixture), t in best.items():
+        per_size.add_row(model, f"{t['n_params']:,}", mixture, _fmt(t["lr_intermediate"]),
+                         _fmt(t["lr_target"]), _fmt(t["objective"]), _fmt(t["zero_shot"]),
+                         t["trial_id"], t["reused_stages"])
+    out.append(per_size)
+
+    metrics = load(sweep_dir, "metrics")
+    rows = metrics.filter(pc.and_(pc.and_(pc.equal(metrics["stage"], "eval"),
+                                          pc.equal(metrics["split"], "test")),
+                                  pc.equal(metrics["metric"], "score"))).to_pylist()
+    chosen = {t["trial_id"]: k for k, t in best.items()}
+    tasks = sorted({r["task"] for r in rows if r["trial_id"] in chosen})
+    for task in tasks:
+        cells = {(chosen[r["trial_id"]], r["language"]): r["value"] for r in rows
+                 if r["task"] == task and r["trial_id"] in chosen}
+        langs = sorted({lang for _, lang in cells}, key=lambda x: (x == "all", x != "en", x))
+        table = Table(title=f"{task}: test score of the best trial per (model, mixture)")
+        table.add_column("model")
+        table.add_column("mixture")
+        for lang in langs:
+            table.add_column(lang)
+        for key in best:
+            if any((key, lang) in cells for lang in langs):
+                table.add_row(key[0], key[1], *(_fmt(cells.get((key, lang))) for lang in langs))
+        out.append(table)
+    return out

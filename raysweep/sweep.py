@@ -1,0 +1,180 @@
+"""Driving Ray Tune: one `Tuner` per model size, smallest first.
+
+Model size is the outer (scaling) axis rather than a Tune dimension because `OptunaSearch`
+refuses `grid_search` axes, and because a size's results can then inform the next size's search.
+Within a size, the space's search runs: a grid, or Optuna TPE, optionally under ASHA.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from raysweep.plan import build_plan, n_params
+from raysweep.results import load, write_trial
+from raysweep.space import SpaceError, SweepSpec, check
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The trials of a grid search (one repeat), in order."""
+    keys = list(spec.search.params)
+    values = [spec.search.params[k].values for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def trials_per_size(spec: SweepSpec) -> int:
+    if spec.search.algorithm == "grid":
+        return len(grid_points(spec)) * spec.search.num_samples
+    return spec.search.num_samples
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, p in spec.search.params.items():
+        if spec.search.algorithm == "grid":
+            space[key] = tune.grid_search(list(p.values))
+        elif p.loguniform is not None:
+            space[key] = tune.loguniform(*p.loguniform)
+        else:
+            space[key] = tune.choice(list(p.values))
+    return space
+
+
+def max_concurrent(spec: SweepSpec, cluster_cpus: int) -> int:
+    if spec.search.max_concurrent_trials:
+        return spec.search.max_concurrent_trials
+    per_trial = max(spec.workers(m) * spec.cpus_per_worker(m) for m in spec.models)
+    return max(1, cluster_cpus // per_trial)
+
+
+def print_plan(spec: SweepSpec, console: Console) -> None:
+    """What `--dry-run` shows: per size, the trials, their stages and store keys, resources."""
+    console.print(f"[bold]{spec.name}[/]: {len(spec.models)} model sizes x "
+                  f"{trials_per_size(spec)} trials ({spec.search.algorithm}"
+                  f"{', ASHA' if spec.search.scheduler.name == 'asha' else ''})")
+    for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
+        table = Table(title=f"{m.name}: {n_params(spec, m):,} params, {spec.workers(m)} workers x "
+                      f"{spec.cpus_per_worker(m)} CPU"
+                      + (f" x {spec.gpus_per_worker(m)} GPU" if spec.gpus_per_worker(m) else ""))
+        for col in ("trial", "hyperparameters", "stages (key)"):
+            table.add_column(col)
+        if spec.search.algorithm == "grid":
+            points = grid_points(spec) * spec.search.num_samples
+        else:  # show the space, not samples: Optuna draws them as results arrive
+            points = [{k: (f"loguniform{tuple(p.loguniform)}" if p.loguniform
+                           else f"choice{p.values}") for k, p in spec.search.params.items()}]
+        for i, params in enumerate(points):
+            if spec.search.algorithm == "grid":
+                plan = build_plan(spec, m, params)
+                stages = " -> ".join(f"{s.name}({s.key[:8]})" if s.stored else s.name
+                                     for s in plan.stages)
+            else:
+                stages = "pretrain -> [intermediate] -> target -> eval"
+            table.add_row(str(i) if spec.search.algorithm == "grid"
+                          else f"{spec.search.num_samples} samples",
+                          json.dumps(params), stages)
+        console.print(table)
+
+
+@dataclass
+class Launch:
+    sweep_dir: Path
+    errors: int
+
+
+# Environment of every Ray worker of a sweep (the job's runtime_env). The Train controller polls
+# its workers every 2 s by default, and a trial waits on several polls (start, each report,
+# the end): 0.2 s cuts that wait; the preemption watcher is for spot clusters.
+RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": RAY_ENV}
+    if address:
+        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env)
+    else:  # the embedded default: a local Ray on this machine, with its dashboard (see README)
+        ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=verbose, runtime_env=runtime_env)
+
+
+def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
+           address: str | None = None, verbose: bool = False,
+           console: Console | None = None) -> Launch:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raysweep.progress import Progress
+    from raysweep.trial import run_trial, trial_row
+
+    console = console or Console()
+    storage = Path(storage).resolve()
+    name = name or spec.name
+    sweep_dir = storage / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    connect(address, spec.resources.cluster_cpus, verbose)
+    cluster = ray.cluster_resources()
+    cpus, gpus = int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
+    check(spec, file, cluster_cpus=cpus, cluster_gpus=gpus)  # the cluster we really have
+    (sweep_dir / "space.json").write_text(json.dumps(spec.normalized, indent=1))
+    errors = 0
+    for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
+        console.print(f"[bold]{m.name}[/] ({n_params(spec, m):,} params): "
+                      f"{trials_per_size(spec)} trials")
+        s = spec.search
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, plan_base={"spec": spec.normalized, "model": m.name},
+                                 storage=str(storage), sweep_dir=str(sweep_dir)),
+            # The trial only waits on its Train workers, which hold the CPUs. Tune refuses an
+            # empty bundle, so the trial asks for a token of memory instead of a CPU.
+            {"cpu": 0, "memory": 64 * 2**20},
+        )
+        tune_config = tune.TuneConfig(
+            metric="objective", mode=s.mode, num_samples=s.num_samples,
+            max_concurrent_trials=max_concurrent(spec, cpus),
+            search_alg=OptunaSearch(seed=s.seed) if s.algorithm == "optuna" else None,
+            scheduler=ASHAScheduler(time_attr="training_iteration",
+                                    grace_period=s.scheduler.grace_period,
+                                    reduction_factor=s.scheduler.reduction_factor)
+            if s.scheduler.name == "asha" else None,
+        )
+        run_config = tune.RunConfig(
+            name=f"{name}-{m.name}", storage_path=str(storage / "tune"), verbose=0,
+            callbacks=[Progress(m.name, trials_per_size(spec), s.mode)],
+            failure_config=tune.FailureConfig(max_failures=0),
+        )
+        tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
+                           run_config=run_config)
+        grid = tuner.fit()
+        # Trials that Tune stopped (ASHA) or whose worker died never wrote their row.
+        have = set(load(sweep_dir, "trials").column("trial_id").to_pylist())
+        for r in grid:
+            trial_id = (r.metrics or {}).get("trial_id")
+            if r.error:
+                errors += 1
+            if trial_id and trial_id not in have:
+                plan = build_plan(spec, m, dict(r.config))
+                write_trial(sweep_dir, trial_row(plan, trial_id, "error" if r.error else "stopped",
+                                                 r.metrics, str(r.error) if r.error else None, 0.0))
+    return Launch(sweep_dir, errors)
+
+
+__all__ = ["Launch", "SpaceError", "launch", "print_plan", "grid_points", "param_space"]

@@ -1,0 +1,295 @@
+"""Retrieval: Tatoeba, Mewsli-X and LAReQA (XTREME-R targets) and BUCC 2018 (original XTREME).
+Zero-shot: the retrieval head has no parameters; queries and the split's candidate pool
+(`Split.candidates`) are embedded by the (fine-tuned) backbone and ranked by cosine similarity.
+
+Local files, as the original distributions ship them:
+
+- `tatoeba`: LASER's `data/tatoeba/v1` files, `<data_dir>/tatoeba/tatoeba.<xxx>-eng.<xxx>` and
+  `tatoeba.<xxx>-eng.eng` (line i of one is the translation of line i of the other; `xxx` the
+  ISO 639-3 code XTREME uses, e.g. `deu`, `cmn`, `pes`). Queries are the non-English sentences,
+  the pool every English sentence of the file. Hub fallback: `google/xtreme`, `tatoeba.<xxx>`
+  (source_sentence, target_sentence, source_lang, target_lang).
+- `bucc`: the BUCC 2018 shared-task files, `<data_dir>/bucc/<lang>-en.<name>.{<lang>,en,gold}`
+  with `<name>` `dev` (or the original `sample`) for validation and `test` (or `training`) for
+  test: `id<TAB>sentence` lines, gold `src_id<TAB>trg_id` lines. Queries are all source
+  sentences (`relevant` = their gold English sentence, or none), the pool all English sentences.
+  Hub fallback: `google/xtreme`, `bucc18.<lang>` (gold pairs only).
+- `mewslix`: the Mewsli-X files, `<data_dir>/mewslix/wikinews_mentions-{dev,test}.jsonl`
+  (`ContextualMention` records: `context{document_title, document_url, document_id, language,
+  text, sentence_spans}`, `mention{example_id, mention_span{start,end,text}, entity_id}`) and
+  `<data_dir>/mewslix/candidate_set_entities.jsonl` (`Entity` records: entity_id, title,
+  description, sentence_spans, description_language, description_url). Queries and candidates
+  are the strings of XTREME-R's baseline preprocessing (`preprocess_mention`,
+  `preprocess_entity_description` in `third_party/utils_mewslix.py`). No hub source.
+- `lareqa`: XQuAD-R, `<data_dir>/lareqa/xquad-r/<lang>.json` for all 11 languages (SQuAD format
+  plus `sentence_breaks` per paragraph). As XTREME-R's `utils_lareqa.load_data`: the candidate
+  pool is every sentence of every paragraph in all 11 languages (id `<lang>_<paragraph#>_<pos>`),
+  the relevant answers of a question are the sentences containing its answer in every language
+  (questions share their id across languages). Candidates are the sentences alone. No hub
+  source.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from raysweep.tasks.base import (
+    Candidate,
+    DataContext,
+    RetrievalExample,
+    Split,
+    Task,
+    TaskDataError,
+)
+from raysweep.tasks.registry import register
+from raysweep.tasks.sources import (
+    check_split,
+    field,
+    hf_rows,
+    local_dir,
+    missing_data,
+    read_json,
+    read_jsonl,
+    require_file,
+    where,
+)
+
+TATOEBA_CODES = {
+    "af": "afr", "ar": "ara", "az": "aze", "bg": "bul", "bn": "ben", "de": "deu", "el": "ell",
+    "es": "spa", "et": "est", "eu": "eus", "fa": "pes", "fi": "fin", "fr": "fra", "he": "heb",
+    "hi": "hin", "hu": "hun", "id": "ind", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat",
+    "kk": "kaz", "ko": "kor", "lt": "lit", "ml": "mal", "mr": "mar", "nl": "nld", "pl": "pol",
+    "pt": "por", "ro": "ron", "ru": "rus", "sw": "swh", "ta": "tam", "te": "tel", "th": "tha",
+    "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie", "zh": "cmn",
+}
+TATOEBA_LANGUAGES = tuple(sorted(TATOEBA_CODES))
+BUCC_LANGUAGES = ("de", "fr", "ru", "zh")
+MEWSLIX_LANGUAGES = ("ar", "de", "en", "es", "fa", "ja", "pl", "ro", "ta", "tr", "uk")
+LAREQA_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+# --- Tatoeba -------------------------------------------------------------------------------------
+
+
+def _load_tatoeba(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    check_split(task, split, {"test": "test"})
+    code = TATOEBA_CODES[language]
+    root = local_dir(ctx, "tatoeba")
+    src = None if root is None else root / f"tatoeba.{code}-eng.{code}"
+    if src is not None and src.exists():
+        trg = require_file(root / f"tatoeba.{code}-eng.eng", task, split, language)
+        sources, targets = _lines(src), _lines(trg)
+        if len(sources) != len(targets):
+            raise TaskDataError(f"{where(task, split, language)}: {src.name} has "
+                                f"{len(sources)} lines but {trg.name} {len(targets)}")
+    elif ctx.allow_download or (root is not None and (root / f"tatoeba.{code}").exists()):
+        rows = hf_rows(task, split, language, ctx, dirname="tatoeba", config=f"tatoeba.{code}",
+                       hf_split="validation", hub_id="google/xtreme",
+                       fields=("source_sentence", "target_sentence"))
+        sources = [r["source_sentence"].rstrip("\n") for r in rows]
+        targets = [r["target_sentence"].rstrip("\n") for r in rows]
+    else:
+        raise missing_data(task, split, language, f"{src} and tatoeba.{code}-eng.eng",
+                           f"google/xtreme (tatoeba.{code})")
+    examples = tuple(RetrievalExample(f"{code}-{i}", s, (f"eng-{i}",))
+                     for i, s in enumerate(sources))
+    pool = tuple(Candidate(f"eng-{i}", t) for i, t in enumerate(targets))
+    return Split(task.name, split, language, examples, candidates=pool)
+
+
+# --- BUCC 2018 -----------------------------------------------------------------------------------
+
+
+def _bucc_file(root: Path, language: str, names: tuple[str, ...], ext: str) -> Path | None:
+    for name in names:
+        path = root / f"{language}-en.{name}.{ext}"
+        if path.exists():
+            return path
+    return None
+
+
+def _id_lines(path: Path, task: Task, split: str) -> list[tuple[str, str]]:
+    out = []
+    for n, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t", 1)
+        if len(parts) != 2:
+            raise TaskDataError(f"{where(task, split)}: {path} line {n}: expected "
+                                "'id<TAB>sentence'; field 'sentence' missing")
+        out.append((parts[0], parts[1]))
+    return out
+
+
+def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    names = check_split(task, split, {"validation": ("dev", "sample"),
+                                      "test": ("test", "training")})
+    root = local_dir(ctx, "bucc")
+    src = None if root is None else _bucc_file(root, language, names, language)
+    if src is not None:
+        trg = _bucc_file(root, language, names, "en")
+        gold_path = _bucc_file(root, language, names, "gold")
+        if trg is None or gold_path is None:
+            raise TaskDataError(f"{where(task, split, language)}: {src.name} needs its "
+                                f"{language}-en.{names[0]}.en and .gold files in {root} "
+                                "(field 'gold': the aligned pairs)")
+        sources = _id_lines(src, task, split)
+        targets = _id_lines(trg, task, split)
+        gold: dict[str, list[str]] = {}
+        for s, t in _id_lines(gold_path, task, split):
+            gold.setdefault(s, []).append(t)
+    elif ctx.allow_download or (root is not None and (root / f"bucc18.{language}").exists()):
+        rows = hf_rows(task, split, language, ctx, dirname="bucc", config=f"bucc18.{language}",
+                       hf_split="validation" if split == "validation" else "test",
+                       hub_id="google/xtreme", fields=("source_sentence", "target_sentence"))
+        sources = [(f"{language}-{i:09d}", r["source_sentence"].strip())
+                   for i, r in enumerate(rows)]
+        targets = [(f"en-{i:09d}", r["target_sentence"].strip()) for i, r in enumerate(rows)]
+        gold = {s: [t] for (s, _), (t, _) in zip(sources, targets)}
+    else:
+        raise missing_data(task, split, language,
+                           f"{root}/{language}-en.{names[0]}.{{{language},en,gold}}",
+                           f"google/xtreme (bucc18.{language})")
+    examples = tuple(RetrievalExample(sid, text, tuple(gold.get(sid, ())))
+                     for sid, text in sources)
+    pool = tuple(Candidate(tid, text) for tid, text in targets)
+    return Split(task.name, split, language, examples, candidates=pool)
+
+
+# --- Mewsli-X ------------------------------------------------------------------------------------
+
+_MARKER = re.compile(r"\{(.*?)\}")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.splitlines()).replace("  ", " ").strip()
+
+
+def mention_query(record: dict[str, Any], task: str, split: str) -> str:
+    """XTREME-R's `preprocess_mention`: the mention's sentence with the mention in { braces },
+    the mention text prepended ("Smith: The verdict came back for { Smith }, who ...")."""
+    context = field(record, "context", task, split, "a Mewsli-X mention record")
+    mention = field(record, "mention", task, split, "a Mewsli-X mention record")
+    text = field(context, "text", task, split, "context")
+    spans = field(context, "sentence_spans", task, split, "context")
+    span = field(mention, "mention_span", task, split, "mention")
+    start, end, mtext = (field(span, k, task, split, "mention_span")
+                         for k in ("start", "end", "text"))
+    if text[start:end] != mtext:
+        raise TaskDataError(f"{where(task, split)}: mention {mention.get('example_id')!r}: "
+                            f"field 'mention_span' text {mtext!r} != context[{start}:{end}]")
+    focus = next((s for s in spans if s["start"] <= start < s["end"]
+                  and s["start"] < end <= s["end"]), None)
+    if focus is None:
+        raise TaskDataError(f"{where(task, split)}: mention {mention.get('example_id')!r} is in "
+                            "no single sentence (field 'sentence_spans')")
+    left = _MARKER.sub(r"(\1)", text[focus["start"]:start])
+    right = _MARKER.sub(r"(\1)", text[end:focus["end"]])
+    return _norm(f"{mtext}: {left} {{ {mtext} }} {right}")
+
+
+def entity_text(record: dict[str, Any], task: str, split: str) -> str:
+    """XTREME-R's `preprocess_entity_description`: the description's sentences, joined."""
+    description = field(record, "description", task, split, "a Mewsli-X entity record")
+    spans = field(record, "sentence_spans", task, split, "a Mewsli-X entity record")
+    return _norm(" ".join(description[s["start"]:s["end"]] for s in spans))
+
+
+def _load_mewslix(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    name = check_split(task, split, {"validation": "dev", "test": "test"})
+    root = local_dir(ctx, "mewslix")
+    path = require_file(None if root is None else root / f"wikinews_mentions-{name}.jsonl",
+                        task, split, language)
+    entities_path = require_file(root / "candidate_set_entities.jsonl", task, split, language)
+    examples = []
+    for rec in read_jsonl(path, task.name, split):
+        lang = field(field(rec, "context", task.name, split, "a Mewsli-X mention record"),
+                     "language", task.name, split, "context")
+        if lang != language:
+            continue
+        mention = rec["mention"]
+        examples.append(RetrievalExample(
+            str(field(mention, "example_id", task.name, split, "mention")),
+            mention_query(rec, task.name, split),
+            (str(field(mention, "entity_id", task.name, split, "mention")),)))
+    pool = tuple(Candidate(str(field(e, "entity_id", task.name, split, "an entity record")),
+                           entity_text(e, task.name, split))
+                 for e in read_jsonl(entities_path, task.name, split))
+    return Split(task.name, split, language, tuple(examples), candidates=pool)
+
+
+# --- LAReQA (XQuAD-R) ----------------------------------------------------------------------------
+
+
+def _load_lareqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    check_split(task, split, {"test": "test"})
+    root = local_dir(ctx, "lareqa")
+    cand_text: dict[str, str] = {}  # uid -> sentence, in insertion order
+    by_xling: dict[str, list[str]] = {}
+    questions: list[tuple[str, str]] = []  # (xling_id, question) in `language`
+    for lang in LAREQA_LANGUAGES:
+        path = require_file(None if root is None else root / "xquad-r" / f"{lang}.json",
+                            task, split, language)
+        doc = read_json(path, task.name, split)
+        num_paragraphs = 0
+        for passage in field(doc, "data", task.name, split, str(path)):
+            for paragraph in field(passage, "paragraphs", task.name, split, str(path)):
+                num_paragraphs += 1
+                context_id = f"{lang}_{num_paragraphs}"
+                what = f"{path} paragraph {num_paragraphs}"
+                context = field(paragraph, "context", task.name, split, what)
+                breaks = field(paragraph, "sentence_breaks", task.name, split, what)
+                sentences = [context[s:e] for s, e in breaks]
+                for qa in field(paragraph, "qas", task.name, split, what):
+                    answers = field(qa, "answers", task.name, split, f"{what} question")
+                    if len(answers) != 1:
+                        raise TaskDataError(f"{where(task, split)}: {what}: a question must have "
+                                            "exactly one answer (field 'answers')")
+                    start = int(field(answers[0], "answer_start", task.name, split, what))
+                    answer = next((context[s:e] for s, e in breaks if s <= start < e), None)
+                    if answer is None:
+                        continue  # no single sentence holds the answer (as XTREME-R skips)
+                    xling_id = str(field(qa, "id", task.name, split, f"{what} question"))
+                    if lang == language:
+                        questions.append((xling_id, field(qa, "question", task.name, split,
+                                                          f"{what} question")))
+                    for pos, sentence in enumerate(sentences):
+                        uid = f"{context_id}_{pos}"
+                        cand_text.setdefault(uid, sentence)
+                        if sentence == answer:
+                            by_xling.setdefault(xling_id, []).append(uid)
+    examples = tuple(RetrievalExample(f"{xid}_{language}", q, tuple(by_xling.get(xid, ())))
+                     for xid, q in questions)
+    pool = tuple(Candidate(uid, text) for uid, text in cand_text.items())
+    return Split(task.name, split, language, examples, candidates=pool)
+
+
+RET = dict(category="retrieval", head="retrieval", splits=("test",))
+
+register(Task(name="tatoeba", metric="retrieval_accuracy", languages=TATOEBA_LANGUAGES,
+              roles=frozenset({"target"}), source="LASER tatoeba/v1 | hf:google/xtreme/tatoeba.*",
+              loader=_load_tatoeba, description="Tatoeba sentence retrieval into English "
+                                                "(XTREME-R retrieval; zero-shot)", **RET))
+register(Task(name="mewslix", metric="map@20", languages=MEWSLIX_LANGUAGES,
+              roles=frozenset({"target"}), source="local:Mewsli-X jsonl", loader=_load_mewslix,
+              category="retrieval", head="retrieval", splits=("validation", "test"),
+              description="Mewsli-X entity linking as retrieval of English entity descriptions "
+                          "(XTREME-R retrieval; zero-shot here: the retrieval head is not "
+                          "trained)"))
+register(Task(name="lareqa", metric="map@20", languages=LAREQA_LANGUAGES,
+              roles=frozenset({"target"}), source="local:XQuAD-R (lareqa)",
+              loader=_load_lareqa, train_task="squad",
+              description="LAReQA language-agnostic answer retrieval over XQuAD-R "
+                          "(XTREME-R retrieval); English training source SQuAD v1.1", **RET))
+register(Task(name="bucc", metric="bucc_f1", languages=BUCC_LANGUAGES,
+              roles=frozenset({"target"}), source="BUCC 2018 | hf:google/xtreme/bucc18.*",
+              loader=_load_bucc, category="retrieval", head="retrieval",
+              splits=("validation", "test"),
+              description="BUCC 2018 bitext mining (original XTREME; zero-shot)"))

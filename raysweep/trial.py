@@ -1,0 +1,79 @@
+"""One Tune trial: a function trainable that runs the trial's stages as one Ray Train job.
+
+Ray 2.60 (Train V2) cannot nest a `TorchTrainer` as a Tune trainable; instead the trial function
+launches the trainer and forwards the workers' reports with `TuneReportCallback`. The Train run
+is named after the trial, so a relaunched trial finds its own run (and, through the stage store,
+its finished stages).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from raysweep.plan import TrialPlan
+from raysweep.results import write_trial
+
+
+def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, Any] | None,
+              error: str | None, wall_s: float) -> dict[str, Any]:
+    p = plan.params
+    metrics = metrics or {}
+    has_intermediate = plan.stage("intermediate") is not None
+    return {
+        "sweep": plan.sweep, "trial_id": trial_id, "model": plan.model,
+        "n_params": plan.n_params, "lr_pretrain": p.get("lr_pretrain"),
+        "lr_intermediate": p.get("lr_intermediate") if has_intermediate else None,
+        "lr_target": p.get("lr_target"), "mixture": p.get("mixture", "none"),
+        "mixture_kind": plan.mixture_kind, "seed": int(p.get("seed", 0)),
+        "workers": plan.workers, "status": status, "error": error, "objective": metrics.get("objective"),
+        "zero_shot": metrics.get("zero_shot"),
+        "stage_keys": json.dumps({s.name: s.key for s in plan.stages}),
+        "reused_stages": json.dumps([r for r in str(metrics.get("reused", "")).split(",") if r]),
+        "config": json.dumps(p, sort_keys=True), "wall_s": wall_s,
+        "finished_at": datetime.now(timezone.utc),
+    }
+
+
+def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str,
+              sweep_dir: str) -> None:
+    """The Tune function trainable. `config` holds the searched hyperparameters; `plan_base`
+    the serialized space and model (bound with `tune.with_parameters`)."""
+    import ray.tune
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysweep.plan import build_plan
+    from raysweep.space import SweepSpec
+    from raysweep.stages import train_worker
+
+    start = time.perf_counter()
+    spec = SweepSpec.model_validate(plan_base["spec"])
+    plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))
+    trial_id = ray.tune.get_context().get_trial_id()
+    use_gpu = plan.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir,
+                           "trial_id": trial_id, "threads": plan.cpus_per_worker},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=plan.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": plan.cpus_per_worker,
+                                  **({"GPU": plan.gpus_per_worker} if use_gpu else {})}),
+        run_config=RunConfig(name=f"{plan.sweep}-{trial_id}",
+                             storage_path=str(Path(storage) / "train"),
+                             callbacks=[TuneReportCallback()]),
+    )
+    try:
+        trainer.fit()  # rank 0 writes the trial's row when its stages are done
+    except Exception as e:  # the row says why; Tune still sees the failure
+        write_trial(sweep_dir, trial_row(plan, trial_id, "error", None,
+                                         f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}",
+                                         time.perf_counter() - start))
+        raise

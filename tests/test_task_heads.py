@@ -1,0 +1,288 @@
+"""The task heads on a tiny LLaMA: encode -> collate -> forward -> loss/backward -> predict, with
+the output shapes, label alignment and decoding checked; all offline (a WordLevel tokenizer built
+from the test text)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from raysweep.models import TaskModel, init_backbone, tiny_config
+from raysweep.tasks import metrics
+from raysweep.tasks.base import (
+    Answer,
+    Candidate,
+    ChoiceExample,
+    PairExample,
+    RetrievalExample,
+    SpanQAExample,
+    Split,
+    TaggingExample,
+    Task,
+    TaskDataError,
+    TextExample,
+)
+from raysweep.tasks.heads import (
+    HEADS,
+    CausalLMHead,
+    MultipleChoiceHead,
+    Ranking,
+    RetrievalHead,
+    SequenceClassificationHead,
+    SpanQAHead,
+    TokenClassificationHead,
+)
+
+torch.set_num_threads(1)
+
+TEXT = [
+    "the cat sat on the mat . a dog ran in the park",
+    "who wrote the book ? the book was written by mary shelley in 1818",
+    "paris is the capital of france and berlin is the capital of germany",
+    "John Smith works for Acme Corp in New York",
+    "le chat est sur le tapis . der Hund läuft im Park",
+]
+
+
+def make_tokenizer(texts=TEXT) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A </s> $B:1", special_tokens=[("<s>", 1), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    t = make_tokenizer()
+    assert (t.pad_token_id, t.bos_token_id, t.eos_token_id) == (0, 1, 2)
+    return t
+
+
+def model_with(task: Task, tokenizer) -> TaskModel:
+    model = TaskModel(init_backbone(tiny_config("llama-tiny-xs", len(tokenizer)), 0))
+    model.add_head(task)
+    return model
+
+
+def task(name, head, metric, **kw) -> Task:
+    return Task(name=name, category="classification", head=head, metric=metric,
+                languages=("en",), roles=frozenset({"target"}), source="test",
+                loader=lambda *a: None, **kw)
+
+
+def train_steps(model, name, batch, steps=3) -> list[float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        logits = model(name, batch)
+        loss = model.heads[name].loss(logits, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    return losses
+
+
+def run_eval(model, name, head, split, features, bs=2):
+    with torch.no_grad():
+        logits = [model(name, head.collate(features[i:i + bs], 0))
+                  for i in range(0, len(features), bs)]
+    return logits, head.predict(split, features, logits)
+
+
+def test_registered_kinds():
+    assert set(HEADS) == {"seq_cls", "multiple_choice", "token_cls", "span_qa", "retrieval",
+                          "causal_lm"}
+
+
+def test_sequence_classification(tokenizer):
+    t = task("t_cls", "seq_cls", "accuracy", num_labels=3)
+    split = Split("t_cls", "train", "en", tuple(
+        PairExample(str(i), TEXT[i % 5], TEXT[(i + 1) % 5], i % 3) for i in range(5)))
+    model = model_with(t, tokenizer)
+    feats = SequenceClassificationHead.encode(split, tokenizer, 32)
+    batch = SequenceClassificationHead.collate(feats, 0)
+    assert model("t_cls", batch).shape == (5, 3)
+    losses = train_steps(model, "t_cls", batch, steps=5)
+    assert losses[-1] < losses[0]
+    _, preds = run_eval(model, "t_cls", SequenceClassificationHead, split, feats)
+    assert len(preds) == 5 and 0 <= metrics.accuracy(split, preds)["accuracy"] <= 1
+
+
+def test_multiple_choice(tokenizer):
+    t = task("t_mc", "multiple_choice", "accuracy")
+    split = Split("t_mc", "train", "en", (
+        ChoiceExample("a", "the cat sat on", ("the mat", "the dog"), 0),
+        ChoiceExample("b", "paris is the capital of", ("germany", "france", "the park"), 1),
+        ChoiceExample("c", "who wrote the book ?", ("mary shelley", "the cat"), 0),
+    ))
+    model = model_with(t, tokenizer)
+    feats = MultipleChoiceHead.encode(split, tokenizer, 32)
+    batch = MultipleChoiceHead.collate(feats, 0)
+    assert batch["input_ids"].shape[:2] == (3, 3)
+    assert batch["choice_mask"].tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 0]]
+    logits = model("t_mc", batch)
+    assert logits.shape == (3, 3)
+    assert logits[0, 2] < -1e30 and logits[2, 2] < -1e30  # the padded choice never wins
+    losses = train_steps(model, "t_mc", batch, steps=5)
+    assert losses[-1] < losses[0]
+    _, preds = run_eval(model, "t_mc", MultipleChoiceHead, split, feats)
+    assert len(preds) == 3 and preds[0] in (0, 1) and preds[1] in (0, 1, 2)
+
+
+NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+
+
+def tagging_split():
+    words = "John Smith works for Acme Corp in New York".split()
+    tags = ("B-PER", "I-PER", "O", "O", "B-ORG", "I-ORG", "O", "B-LOC", "I-LOC")
+    long_words = tuple(("the cat sat on the mat . " * 4).split())
+    return Split("t_ner", "train", "en", (
+        TaggingExample("0", tuple(words), tags),
+        TaggingExample("1", long_words, ("O",) * len(long_words)),
+        TaggingExample("2", ("Paris",), ("B-LOC",)),  # "Paris" is unknown: <unk>
+    ), label_names=NER)
+
+
+def test_token_classification(tokenizer):
+    t = task("t_ner", "token_cls", "span_f1", num_labels=len(NER), label_names=NER)
+    split = tagging_split()
+    model = model_with(t, tokenizer)
+    feats = TokenClassificationHead.encode(split, tokenizer, 12)
+    # The 28-word sentence is split into windows of whole words (11 word slots after <s>).
+    assert [f["example_index"] for f in feats] == [0, 1, 1, 1, 2]
+    for f in feats:
+        assert len(f["input_ids"]) <= 12 and f["input_ids"][0] == 1
+        assert len(f["labels"]) == len(f["input_ids"]) == len(f["word_ids"])
+    words = [w for f in feats if f["example_index"] == 1 for w in f["word_ids"] if w >= 0]
+    assert words == list(range(28))
+    assert feats[0]["labels"][1:] == [NER.index(x) for x in split.examples[0].tags]
+    batch = TokenClassificationHead.collate(feats, 0)
+    logits = model("t_ner", batch)
+    assert logits.shape == (5, batch["input_ids"].shape[1], len(NER))
+    losses = train_steps(model, "t_ner", batch, steps=5)
+    assert losses[-1] < losses[0]
+    # Decoding reads the first sub-token of each word: one-hot logits give back the gold tags.
+    onehot = [torch.nn.functional.one_hot(batch["labels"].clamp(min=0), len(NER)).float()]
+    preds = TokenClassificationHead.predict(split, feats, onehot)
+    assert preds == [ex.tags for ex in split.examples]
+    assert metrics.span_f1(split, preds)["f1"] == 1.0
+    _, preds = run_eval(model, "t_ner", TokenClassificationHead, split, feats)
+    assert [len(p) for p in preds] == [9, 28, 1] and all(x in NER for p in preds for x in p)
+
+
+def test_token_classification_unknown_tag(tokenizer):
+    split = Split("t_ner", "train", "en", (TaggingExample("7", ("a",), ("B-MISC",)),),
+                  label_names=NER)
+    with pytest.raises(TaskDataError, match="B-MISC.*'tags'"):
+        TokenClassificationHead.encode(split, tokenizer, 12)
+
+
+def qa_split(name="t_qa"):
+    context = ("the cat sat on the mat . a dog ran in the park . who wrote the book ? "
+               "the book was written by mary shelley in 1818 . paris is the capital of france")
+    start = context.index("mary shelley")
+    return Split(name, "validation", "en", (
+        SpanQAExample("q1", "who wrote the book ?", context,
+                      (Answer("mary shelley", start),)),
+        SpanQAExample("q2", "the capital of france ?", context,
+                      (Answer("paris", context.index("paris")),)),
+        SpanQAExample("q3", "who wrote the book ?", "a dog ran in the park", ()),
+    ))
+
+
+def test_span_qa(tokenizer):
+    t = task("t_qa", "span_qa", "squad")
+    split = qa_split()
+    model = model_with(t, tokenizer)
+    feats = SpanQAHead.encode(split, tokenizer, 24, doc_stride=6)
+    assert len(feats) > 3  # the long context is windowed
+    for f in feats:
+        assert len(f["input_ids"]) <= 24 and len(f["offsets"]) == len(f["input_ids"])
+        ex = split.examples[f["example_index"]]
+        if f["start_position"]:
+            s, e = f["offsets"][f["start_position"]][0], f["offsets"][f["end_position"]][1]
+            assert ex.context[s:e] == ex.answers[0].text
+    # every answerable question has a window with its answer
+    assert {f["example_index"] for f in feats if f["start_position"]} == {0, 1}
+    batch = SpanQAHead.collate(feats, 0)
+    logits = model("t_qa", batch)
+    assert logits.shape == (len(feats), batch["input_ids"].shape[1], 2)
+    losses = train_steps(model, "t_qa", batch, steps=5)
+    assert losses[-1] < losses[0]
+    # n-best decoding over windows: logits peaked at the gold span give the gold text back.
+    fake = torch.full((len(feats), batch["input_ids"].shape[1], 2), -5.0)
+    for r, f in enumerate(feats):
+        if f["start_position"]:
+            fake[r, f["start_position"], 0] = 5.0
+            fake[r, f["end_position"], 1] = 5.0
+        elif f["example_index"] == 2:
+            fake[r, 0] = 0.0  # the null (BOS) position beats every span
+    preds = SpanQAHead.predict(split, feats, [fake[:3], fake[3:]])
+    assert preds[:2] == ["mary shelley", "paris"]
+    assert preds[2] != ""  # squad v1: always a span
+    assert SpanQAHead.predict(split, feats, [fake], allow_null=True)[2] == ""
+    _, preds = run_eval(model, "t_qa", SpanQAHead, split, feats)
+    assert len(preds) == 3 and all(isinstance(p, str) for p in preds)
+    m = metrics.squad(Split("t_qa", "validation", "en", split.examples[:2]), preds[:2])
+    assert set(m) == {"em", "f1"}
+
+
+def retrieval_split():
+    cands = tuple(Candidate(f"c{i}", t) for i, t in enumerate(TEXT))
+    return Split("t_ret", "test", "de", (
+        RetrievalExample("q0", TEXT[2], ("c2",)),
+        RetrievalExample("q1", TEXT[0], ("c0", "c4")),
+        RetrievalExample("q2", TEXT[3], ("c3",)),
+    ), candidates=cands)
+
+
+def test_retrieval(tokenizer):
+    t = task("t_ret", "retrieval", "map@20")
+    split = retrieval_split()
+    model = model_with(t, tokenizer)
+    assert list(model.heads["t_ret"].parameters()) == []
+    feats = RetrievalHead.encode(split, tokenizer, 32)
+    assert [f["side"] for f in feats] == ["query"] * 3 + ["candidate"] * 5
+    assert [f.get("candidate_index") for f in feats[3:]] == [0, 1, 2, 3, 4]
+    assert all(f["pool_mask"][0] == 0 for f in feats)  # <s> is not pooled
+    logits, preds = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
+    assert [x.shape for x in logits] == [(3, 32), (3, 32), (2, 32)]
+    assert all(isinstance(p, Ranking) and len(p) == 5 for p in preds)
+    # a query whose text is a candidate's text is its own nearest neighbour
+    assert [p[0] for p in preds] == ["c2", "c0", "c3"]
+    assert all(p.scores[0] == pytest.approx(1.0, abs=1e-5) for p in preds)
+    assert list(preds[0].scores) == sorted(preds[0].scores, reverse=True)
+    assert metrics.retrieval_accuracy(split, preds)["accuracy"] == 1.0
+    assert 0.5 <= metrics.map_at_20(split, preds)["map@20"] <= 1.0
+    back = pickle.loads(pickle.dumps(preds[1]))
+    assert back == preds[1] and back.scores == preds[1].scores
+    # a configurable layer: embeddings of hidden layer 1 differ from the final output's
+    model.heads["t_ret"].layer = 1
+    logits1, _ = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
+    assert logits1[0].shape == (3, 32) and not torch.allclose(logits1[0], logits[0])
+    with pytest.raises(NotImplementedError):
+        model.heads["t_ret"].loss(logits[0], {})
+
+
+def test_causal_lm(tokenizer):
+    t = task("t_lm", "causal_lm", "perplexity")
+    split = Split("t_lm", "train", "en", tuple(TextExample(str(i), s) for i, s in enumerate(TEXT)))
+    model = model_with(t, tokenizer)
+    feats = CausalLMHead.encode(split, tokenizer, 16)
+    batch = CausalLMHead.collate(feats, 0)
+    assert model("t_lm", batch).shape == (*batch["input_ids"].shape, len(tokenizer))
+    train_steps(model, "t_lm", batch, steps=3)
+    _, preds = run_eval(model, "t_lm", CausalLMHead, split, feats)
+    assert [n for _, n in preds] == [len(f["input_ids"]) - 1 for f in feats]
+    m = metrics.perplexity(split, preds)
+    assert m["perplexity"] == pytest.approx(torch.tensor(m["nll"]).exp().item())
