@@ -36,7 +36,7 @@ SWEEP_DEFAULT_FORMS = ("power_law", "lr_law")
 TABLE_DEFAULT_FORMS = ("power_law",)
 LR_COLUMNS = ("lr_target", "lr_intermediate", "lr_pretrain")  # which one a sweep varies is found
 TABLE_REQUIRED = ("n_params", "value")
-TABLE_OPTIONAL = ("tokens", "flops", "loss", "lr", "seed", "metric")
+TABLE_OPTIONAL = ("tokens", "flops", "loss", "lr", "metric")
 # Metrics where higher is better, in [0, 1]: fitted as an error 1 - value by the power law.
 HIGHER_IS_BETTER = ("score", "accuracy", "acc", "f1", "em", "exact_match")
 HIGHER_IS_BETTER_PREFIXES = ("map@", "accuracy", "acc_", "ndcg", "recall@", "precision@")
@@ -74,10 +74,11 @@ class Selection:
     all_steps: bool = False
 
 
-@dataclass(frozen=True)
-class Points:
-    """Fit inputs: one row per trial (sweep) or per published result (table), as a pyarrow
-    table with n_params, tokens, value, select, loss, lr and the group columns."""
+@dataclass(frozen=True, eq=False)
+class PointTable:
+    """Fit inputs before grouping: one row per trial (sweep) or per published result (table),
+    as a pyarrow table with n_params, tokens, value, select (what "best" maximizes), loss, lr
+    and the group columns. `fit_groups` turns each group into `scaling.Points`."""
 
     table: pa.Table
     source: Path
@@ -91,7 +92,7 @@ class Points:
     def higher_is_better(self) -> bool:
         return higher_is_better(self.metric)
 
-    def where(self, **equal: Any) -> Points:
+    def where(self, **equal: Any) -> PointTable:
         """The rows whose columns equal the given values, e.g. `points.where(task="xnli")`."""
         unknown = [c for c in equal if c not in self.table.column_names]
         if unknown:
@@ -100,8 +101,8 @@ class Points:
         return replace(self, table=_filter(self.table, **equal))
 
 
-def load_points(source: str | Path, selection: Selection | None = None) -> Points:
-    """Read a sweep directory or a CSV / Parquet table into `Points`."""
+def load_points(source: str | Path, selection: Selection | None = None) -> PointTable:
+    """Read a sweep directory or a CSV / Parquet table."""
     source = Path(source)
     if source.is_dir():
         return load_sweep_points(source, selection or Selection())
@@ -116,7 +117,7 @@ def load_points(source: str | Path, selection: Selection | None = None) -> Point
                      "pass a sweep directory (with metrics/*.parquet) or a results table")
 
 
-def load_sweep_points(sweep_dir: Path, selection: Selection) -> Points:
+def load_sweep_points(sweep_dir: Path, selection: Selection) -> PointTable:
     if selection.metric is None:
         selection = replace(selection, metric="score")
     metrics_dir = sweep_dir / "metrics"
@@ -124,7 +125,8 @@ def load_sweep_points(sweep_dir: Path, selection: Selection) -> Points:
     if metrics.num_rows == 0:
         raise InputError(f"{metrics_dir}: no results (no Parquet files with rows); a sweep "
                          "directory needs metrics/*.parquet written by a sweep")
-    metrics = _drop_unfinished(metrics, results.load(sweep_dir, "trials"))
+    trials = results.load(sweep_dir, "trials")
+    metrics = _drop_unfinished(metrics, trials)
     if metrics.num_rows == 0:
         raise InputError(f"{sweep_dir / 'trials'}: no trial has status 'done' yet")
 
@@ -153,13 +155,15 @@ def load_sweep_points(sweep_dir: Path, selection: Selection) -> Points:
     dev = _dev_scores(metrics)
     task_loss = _final_values(_filter(metrics, stage="target", split="train", metric="loss"),
                               ("trial_id", "task"))
-    objective = _trial_objectives(results.load(sweep_dir, "trials"))
+    objective = _trial_objectives(trials)
     keep = ("trial_id", "stage", "task", "language", "split", "metric")
     key = keep + (("step",) if selection.all_steps else ())
 
     points = []
     for row in _last_step(rows.to_pylist(), key):
         n = row["n_params"]
+        if n is None or row["value"] is None:
+            continue
         fallback = row["value"] if higher_is_better(selection.metric) else -row["value"]
         select = dev.get((row["trial_id"], row["task"]),
                          objective.get(row["trial_id"], fallback))
@@ -172,7 +176,7 @@ def load_sweep_points(sweep_dir: Path, selection: Selection) -> Points:
             "select": select, "loss": task_loss.get((row["trial_id"], row["task"])),
         })
     table = pa.Table.from_pylist(points, schema=SWEEP_POINTS_SCHEMA)
-    return Points(table, sweep_dir, "sweep", selection.metric,
+    return PointTable(table, sweep_dir, "sweep", selection.metric,
                   ("task", "language", "mixture", "mixture_kind", "model", "seed"), lr_column,
                   per_step=selection.all_steps)
 
@@ -246,7 +250,7 @@ def _tokens(tokens: float | None, flops: float | None, n: float) -> float | None
     return None
 
 
-def load_table_points(path: Path, metric: str | None) -> Points:
+def load_table_points(path: Path, metric: str | None) -> PointTable:
     """A published or hand-made results table: `n_params` and `value`, optionally `tokens` (or
     `flops`, D = flops / 6N), `loss` (two-step), `lr` (lr law), `metric`, and group columns."""
     try:
@@ -271,28 +275,30 @@ def load_table_points(path: Path, metric: str | None) -> Points:
                              f"pass --metric, allowed: {_join(present)}")
         table = table.filter(pc.equal(table["metric"].cast(pa.string()), metric))
 
-    columns = {name: table[name].to_pylist() for name in table.column_names}
-    n_rows = table.num_rows
+    for column in ("n_params", "value", "tokens", "flops", "loss", "lr"):
+        if column in table.column_names:
+            try:
+                numbers = table[column].cast(pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise InputError(f"{path}: column {column!r} must hold numbers; it holds "
+                                 f"{table[column].type}") from None
+            table = table.set_column(table.column_names.index(column), column, numbers)
+
     rows = []
-    for i in range(n_rows):
-        n, value = columns["n_params"][i], columns["value"][i]
+    for row in table.to_pylist():
+        n, value = row["n_params"], row["value"]
         if n is None or value is None:
             continue
-        row = {name: columns[name][i] for name in table.column_names}
-        row["n_params"] = float(n)
-        row["value"] = float(value)
-        row["tokens"] = _tokens(row.get("tokens"), row.get("flops"), float(n))
-        row.setdefault("select", row["value"] if higher_is_better(metric) else -row["value"])
+        if not n > 0:
+            raise InputError(f"{path}: column 'n_params' must be positive; found {n}")
+        row["tokens"] = _tokens(row.get("tokens"), row.get("flops"), n)
+        row["select"] = value if higher_is_better(metric) else -value
         rows.append(row)
     if not rows:
         raise InputError(f"{path}: no rows with both n_params and value")
-    bad = [r["n_params"] for r in rows if not r["n_params"] > 0]
-    if bad:
-        raise InputError(f"{path}: column 'n_params' must be positive; found {bad[0]}")
     fitted = {"n_params", "value", "tokens", "flops", "loss", "lr", "select", "metric"}
     group_columns = tuple(c for c in table.column_names if c not in fitted)
-    out = pa.Table.from_pylist(rows)
-    return Points(out, path, "table", metric, group_columns,
+    return PointTable(pa.Table.from_pylist(rows), path, "table", metric, group_columns,
                   "lr" if "lr" in table.column_names else None)
 
 
@@ -332,13 +338,13 @@ def _score(row: dict) -> float:
     return -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else s
 
 
-def best_points(points: Points, by: Sequence[str]) -> pa.Table:
+def best_points(points: PointTable, by: Sequence[str]) -> pa.Table:
     """One row per group, size and seed (and D with `all_steps`): the best trial by English
     dev score. A table of published results is taken as it is (each row is a result)."""
     return pa.Table.from_pylist(_best_of(points, _rows(points.table), by), points.table.schema)
 
 
-def _best_of(points: Points, rows: list[dict], by: Sequence[str]) -> list[dict]:
+def _best_of(points: PointTable, rows: list[dict], by: Sequence[str]) -> list[dict]:
     if points.kind == "table":
         return rows
     keys = list(by) + ["n_params", "seed"] + (["tokens"] if points.per_step else [])
@@ -348,7 +354,7 @@ def _best_of(points: Points, rows: list[dict], by: Sequence[str]) -> list[dict]:
 # --- gains from intermediate training ----------------------------------------------------------
 
 
-def intermediate_gains(points: Points) -> pa.Table:
+def intermediate_gains(points: PointTable) -> pa.Table:
     """Each mixture's best trial minus the mixture="none" best trial of the same model, seed,
     task and language. Columns: model, n_params, seed, task, language, mixture, mixture_kind,
     value, baseline, gain."""
@@ -436,8 +442,10 @@ def gain_by_language(gains: pa.Table, *, n_params: float | None = None,
     size = max(r["n_params"] for r in rows) if n_params is None else n_params
     rows = [r for r in rows if r["n_params"] == size
             and (r["task"] == task if task else "/" not in r["task"] and r["task"] != "xtreme_r")]
+    languages = sorted({r["language"] for r in rows}, key=lambda lang: (lang != "en", lang))
     return _mean_matrix(((r["mixture_kind"], r["language"], r["gain"]) for r in rows),
-                        f"N = {size:.3g}" + (f", {task}" if task else ", mean over tasks"))
+                        f"N = {size:.3g}" + (f", {task}" if task else ", mean over tasks"),
+                        columns=languages)  # English first: the source language
 
 
 @dataclass(frozen=True)
@@ -512,12 +520,14 @@ def _arr(rows: list[dict], column: str) -> np.ndarray:
     return np.array([np.nan if r.get(column) is None else r[column] for r in rows], dtype=float)
 
 
-def form_points(form: str, points: Points, all_rows: list[dict],
+def form_points(form: str, points: PointTable, all_rows: list[dict],
                 best: list[dict]) -> tuple[scaling.Points, str]:
     """The `scaling.Points` a form is fitted on, and a name for y. Raises InputError when a
-    column the form needs is missing."""
+    column the form needs is missing. Rows with a missing or non-finite number (a diverged
+    trial) are left out."""
     hib = points.higher_is_better
     metric = points.metric or "value"
+    error_target = f"1 - {metric}" if hib else metric
 
     def need(rows: list[dict], column: str, why: str) -> np.ndarray:
         values = _arr(rows, column)
@@ -526,37 +536,47 @@ def form_points(form: str, points: Points, all_rows: list[dict],
                              f"it is missing or empty")
         return values
 
-    if form == "lr_law":
-        n, y = _arr(all_rows, "n_params"), _arr(all_rows, "value")
-        lr = need(all_rows, "lr", "the learning rate of each trial")
-        ok = ~np.isnan(lr)
-        return (scaling.Points(n[ok], y[ok], lr=lr[ok]),
-                f"lr* ({'max' if hib else 'min'} {metric})")
     n, v = _arr(best, "n_params"), _arr(best, "value")
-    if form == "power_law":
-        return scaling.Points(n, 1 - v if hib else v), (f"1 - {metric}" if hib else metric)
-    if form == "bounded":
+    if form == "lr_law":
+        lr = need(all_rows, "lr", "the learning rate of each trial")
+        data = scaling.Points(_arr(all_rows, "n_params"), _arr(all_rows, "value"), lr=lr)
+        target = f"lr* ({'max' if hib else 'min'} {metric})"
+    elif form == "power_law":
+        data, target = scaling.Points(n, 1 - v if hib else v), error_target
+    elif form == "bounded":
         if not hib:
             raise InputError(f"form 'bounded' is for accuracy-like metrics bounded in "
                              f"[chance, 1] ({', '.join(HIGHER_IS_BETTER)}, map@k); got {metric!r}")
-        return scaling.Points(n, v), metric
-    d = need(best, "tokens", "training tokens D, or flops for D = flops / 6N")
-    if form == "chinchilla":
-        return scaling.Points(n, 1 - v if hib else v, d=d), (f"1 - {metric}" if hib else metric)
-    if form == "two_step":
+        data, target = scaling.Points(n, v), metric
+    elif form == "chinchilla":
+        d = need(best, "tokens", "training tokens D, or flops for D = flops / 6N")
+        data, target = scaling.Points(n, 1 - v if hib else v, d=d), error_target
+    elif form == "two_step":
+        d = need(best, "tokens", "training tokens D, or flops for D = flops / 6N")
         loss = need(best, "loss", "the task loss; in a sweep the final target-stage train loss")
-        ok = ~np.isnan(loss) & ~np.isnan(d)
-        return scaling.Points(n[ok], v[ok], d=d[ok], loss=loss[ok]), metric
-    raise InputError(f"unknown form {form!r}; allowed: {', '.join(scaling.FORMS)}")
+        data, target = scaling.Points(n, v, d=d, loss=loss), metric
+    else:
+        raise InputError(f"unknown form {form!r}; allowed: {', '.join(scaling.FORMS)}")
+    return _finite_rows(data), target
 
 
-def resolve_group_columns(points: Points, by: Sequence[str] | None) -> tuple[str, ...]:
+def _finite_rows(data: scaling.Points) -> scaling.Points:
+    columns = [c for c in (data.n, data.y, data.d, data.loss, data.lr) if c is not None]
+    ok = np.logical_and.reduce([np.isfinite(c) for c in columns]) & (data.n > 0)
+    return data.take(np.flatnonzero(ok))
+
+
+def resolve_group_columns(points: PointTable, by: Sequence[str] | None) -> tuple[str, ...]:
     if by is None:
         return tuple(k for k in DEFAULT_GROUP_KEYS if k in points.group_columns)
     unknown = [k for k in by if k not in points.group_columns]
     if unknown:
         raise InputError(f"{points.source}: cannot group by {', '.join(map(repr, unknown))}; "
                          f"group columns allowed: {_join(points.group_columns)}")
+    taken = [k for k in by if k in _fits_table_columns()]
+    if taken:
+        raise InputError(f"{points.source}: cannot group by {', '.join(map(repr, taken))}: the "
+                         f"fits table has a column of that name; rename it in the table")
     return tuple(by)
 
 
@@ -566,7 +586,7 @@ class Fits:
     skipped: tuple[str, ...]  # groups a form did not apply to, and why
 
 
-def fit_groups(points: Points, *, forms: Sequence[str] | None = None,
+def fit_groups(points: PointTable, *, forms: Sequence[str] | None = None,
                by: Sequence[str] | None = None, chance: float | None = None,
                n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Fits:
     """Fit every form to every group. Raises InputError where a group has too few points or a
@@ -599,7 +619,9 @@ def fit_groups(points: Points, *, forms: Sequence[str] | None = None,
             try:
                 result = scaling.fit(form, data, n_boot=n_boot, level=level, seed=seed)
             except scaling.NotEnoughPoints as err:
-                raise InputError(f"{points.source}: group {label}: {err}") from None
+                columns = "n_params" + (", tokens" if name in ("chinchilla", "two_step") else "")
+                raise InputError(f"{points.source}: group {label} (columns {columns}): {err}"
+                                 ) from None
             fits.append(GroupFit(keys, points.metric, target, result, data))
     if not fits:
         raise InputError(f"{points.source}: nothing to fit; {'; '.join(skipped)}")
@@ -610,6 +632,15 @@ def fit_groups(points: Points, *, forms: Sequence[str] | None = None,
 
 HOLDOUT_COLUMNS = ("holdout_n_params", "holdout_pred", "holdout_true", "holdout_abs_err",
                    "holdout_rel_err")
+FIT_COLUMNS = ("metric", "form", "target", "n_points", "n_sizes", "rmse", "n_boot", "ci_level")
+TRAILING_COLUMNS = ("chance", "source")
+
+
+def _fits_table_columns() -> set[str]:
+    """Every column name the fits table may use besides the group keys."""
+    params = {f"{p}{suffix}" for form in scaling.FORMS.values() for p in form.param_names
+              for suffix in ("", "_lo", "_hi")}
+    return params | set(FIT_COLUMNS) | set(HOLDOUT_COLUMNS) | set(TRAILING_COLUMNS)
 
 
 def fits_table(fits: Sequence[GroupFit], source: str | Path = "") -> pa.Table:
@@ -617,12 +648,11 @@ def fits_table(fits: Sequence[GroupFit], source: str | Path = "") -> pa.Table:
     (`<p>`, `<p>_lo`, `<p>_hi`), and the leave-largest-out columns."""
     key_columns = list(dict.fromkeys(k for f in fits for k, _ in f.keys))
     param_columns = list(dict.fromkeys(p.name for f in fits for p in f.fit.params))
-    fields = [pa.field(k, pa.string()) for k in key_columns] + [
-        pa.field("metric", pa.string()), pa.field("form", pa.string()),
-        pa.field("target", pa.string()), pa.field("n_points", pa.int64()),
-        pa.field("n_sizes", pa.int64()), pa.field("rmse", pa.float64()),
-        pa.field("n_boot", pa.int64()), pa.field("ci_level", pa.float64()),
-    ]
+    types = {"metric": pa.string(), "form": pa.string(), "target": pa.string(),
+             "n_points": pa.int64(), "n_sizes": pa.int64(), "rmse": pa.float64(),
+             "n_boot": pa.int64(), "ci_level": pa.float64()}
+    fields = [pa.field(k, pa.string()) for k in key_columns]
+    fields += [pa.field(c, types[c]) for c in FIT_COLUMNS]
     for p in param_columns:
         fields += [pa.field(p, pa.float64()), pa.field(f"{p}_lo", pa.float64()),
                    pa.field(f"{p}_hi", pa.float64())]
@@ -646,7 +676,7 @@ def fits_table(fits: Sequence[GroupFit], source: str | Path = "") -> pa.Table:
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
-def default_fits_path(points: Points) -> Path:
+def default_fits_path(points: PointTable) -> Path:
     if points.kind == "sweep":
         return points.source / "fits.parquet"
     return points.source.with_name(f"{points.source.stem}.fits.parquet")
@@ -657,7 +687,7 @@ def write_fits(table: pa.Table, path: Path) -> Path:
         # The same write-then-rename as the sweep's own tables: readers never see half a file.
         return results._atomic_write(table, path)
     except OSError as err:
-        raise InputError(f"{path}: cannot write the fits table ({err.strerror}); "
+        raise InputError(f"{path}: cannot write the fits table ({err.strerror or err}); "
                          "pass --out PATH") from None
 
 

@@ -14,12 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from raysweep.space import SpaceError, load_space
+from raysweep.space import SpaceError, check, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ray-distributed hyperparameter and scaling sweeps.")
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, files) gets wide tables rather than rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str) -> None:
@@ -40,6 +41,8 @@ def launch(
     """Run a sweep: one Tuner per model size, each trial a Ray Train FSDP2 job."""
     try:
         spec, file = load_space(space)
+        if not dry_run and address is None:  # a local Ray: check against this machine now
+            check(spec, file, *local_resources(spec))
     except SpaceError as e:
         fail(str(e))
     if dry_run:

@@ -48,9 +48,9 @@ def fit_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots to this directory."),
     stage: str = typer.Option("eval", help="Sweep rows: stage (eval, pretrain, target, ...)."),
     split: str = typer.Option("test", help="Sweep rows: split (test, validation, train)."),
-    language: str = typer.Option(
-        "all", help="Sweep rows: comma-separated languages to keep; 'any' keeps all. "
-                    "'all' is the mean over non-English languages."),
+    language: Optional[str] = typer.Option(
+        None, help="Sweep rows: comma-separated languages to keep, or 'any'. Default: 'all' "
+                   "(the mean over non-English languages) for eval rows, 'any' otherwise."),
     all_steps: bool = typer.Option(
         False, "--all-steps", help="Every logged step is a point (training curves, for the "
                                    "(N, D) forms), not only each trial's last."),
@@ -67,6 +67,8 @@ def fit_command(
 
     from raysweep import analysis
 
+    if language is None:
+        language = "all" if stage == "eval" else "any"
     selection = analysis.Selection(
         metric=metric, stage=stage, split=split,
         languages=None if language == "any" else tuple(language.split(",")),
@@ -85,14 +87,14 @@ def fit_command(
     console = Console()
     console.print(analysis.summary_table(fits.groups, title=f"scaling fits: {points.source}"))
     for note in fits.skipped:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"wrote {table.num_rows} fits to {path}")
 
     if plot is not None:
         from raysweep import plots
 
-        every_language = None
-        if points.kind == "sweep":
+        every_language = None  # the gain plots compare zero-shot eval scores across mixtures
+        if points.kind == "sweep" and stage == "eval":
             every_language = analysis.load_points(
                 source, analysis.Selection(metric=metric, stage=stage, split=split,
                                            languages=None, all_steps=all_steps))

@@ -59,7 +59,8 @@ def _colors(count: int) -> list:
 def plot_scaling(series: Sequence[FittedSeries], *, title: str = "",
                  ylabel: str | None = None) -> Figure:
     """Metric against model size, one colour per series: the points, the fit, and the fit's
-    bootstrap band. Power laws on log-log axes; accuracy forms on a linear y axis."""
+    bootstrap band, drawn a little past the largest size (the grey line) to show the
+    extrapolation. Log N; log y for power laws whose values span more than a decade."""
     fig = new_figure()
     ax = fig.add_subplot()
     log_y = all(s.fit.name == "power_law" for s in series)
@@ -77,7 +78,10 @@ def plot_scaling(series: Sequence[FittedSeries], *, title: str = "",
             ax.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
         ax.axvline(s.data.n.max(), color="0.85", lw=0.8, zorder=0)
     ax.set_xscale("log")
-    if log_y and all((s.data.y > 0).all() for s in series):
+    # Log y only where the values span more than a decade; within one, a log axis has no major
+    # ticks and labels every minor tick in slow, hard-to-read mathtext.
+    ys = np.concatenate([s.data.y for s in series]) if series else np.ones(1)
+    if log_y and (ys > 0).all() and ys.max() > 10 * ys.min():
         ax.set_yscale("log")
     ax.set_xlabel("model size N (parameters)")
     ax.set_ylabel(ylabel or (series[0].target if series else ""))
@@ -241,7 +245,7 @@ def fit_figures(fits: Sequence[analysis.GroupFit]) -> dict[str, Figure]:
 
 
 def write_plots(fits: Sequence[analysis.GroupFit], out_dir: str | Path,
-                points_all_languages: analysis.Points | None = None) -> list[Path]:
+                points_all_languages: analysis.PointTable | None = None) -> list[Path]:
     """Draw every fit (`fit_figures`) and, for a sweep with a mixture="none" baseline, the gain
     heat map, the gain per size by mixture kind, and the gain by language. Returns the paths."""
     out_dir = Path(out_dir)

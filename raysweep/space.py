@@ -230,7 +230,8 @@ def _locate_model(loc: tuple) -> type[BaseModel] | None:
 
 def load_space(name_or_path: str, cluster_cpus: int | None = None,
                cluster_gpus: int | None = None) -> tuple[SweepSpec, Path]:
-    """Parse and validate a space. `cluster_*`: what the cluster offers, when known."""
+    """Parse and validate a space. `cluster_*`: what the cluster offers, when known (resources
+    are checked only then: a dry run on a laptop plans a GPU cluster's sweep)."""
     file = resolve(name_or_path)
     if not file.exists():
         known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
@@ -247,6 +248,17 @@ def load_space(name_or_path: str, cluster_cpus: int | None = None,
         raise _pydantic_error(file, e) from None
     check(spec, file, cluster_cpus, cluster_gpus)
     return spec, file
+
+
+def local_resources(spec: SweepSpec) -> tuple[int, int]:
+    """What a local Ray started by `launch` will offer: this machine's cores and GPUs."""
+    cpus = spec.resources.cluster_cpus or os.cpu_count() or 1
+    gpus = spec.resources.cluster_gpus
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return cpus, gpus
 
 
 def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
@@ -330,8 +342,18 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
         raise SpaceError(file, "search.params.lr_intermediate", "required when a mixture has "
                          "tasks: the intermediate learning rate (values or loguniform)")
 
-    cpus = cluster_cpus or spec.resources.cluster_cpus or os.cpu_count() or 1
-    gpus = cluster_gpus if cluster_gpus is not None else spec.resources.cluster_gpus
+    for m in spec.models:  # every rank takes an equal slice of each global batch
+        for stage in ("intermediate", "target"):
+            s = getattr(st, stage)
+            if s is not None and s.batch_size % spec.workers(m):
+                raise SpaceError(file, f"stages.{stage}.batch_size", f"{s.batch_size} does not "
+                                 f"divide by {spec.workers(m)} workers of model {m.name!r}")
+    if cluster_cpus is not None:
+        _check_resources(spec, file, cluster_cpus, cluster_gpus)
+
+
+def _check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) -> None:
+    """Every model's trial must fit the cluster, or its trials would wait forever."""
     for i, m in enumerate(spec.models):
         need_cpu = spec.workers(m) * spec.cpus_per_worker(m)
         if need_cpu > cpus:
@@ -344,11 +366,6 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
             raise SpaceError(file, f"models.{i}.workers" if m.workers else "resources.workers",
                              f"model {m.name!r} needs {need_gpu} GPUs per trial; the cluster "
                              f"offers {gpus}")
-        for stage in ("intermediate", "target"):
-            s = getattr(st, stage)
-            if s is not None and s.batch_size % spec.workers(m):
-                raise SpaceError(file, f"stages.{stage}.batch_size", f"{s.batch_size} does not "
-                                 f"divide by {spec.workers(m)} workers of model {m.name!r}")
 
 
 def _check_langs(file: Path, path: str, task, langs: list[str]) -> None:

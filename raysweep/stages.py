@@ -189,9 +189,9 @@ class TrialRunner:
         for i, name in enumerate(c["tasks"]):
             task = get_task(name)
             model = self.model([name], c["seed"] + 1000 * i)
-            if "train" in get_task(task.train_task or name).splits:
+            if task.head != "retrieval":
                 self.fine_tune(model, name, c, ev)
-            # else: a task without training data (Tatoeba-like retrieval) is evaluated as is
+            # else: retrieval (Tatoeba, BUCC, LAReQA, Mewsli-X) is zero-shot: the backbone as is
             self.eval_stage(model, name, ev)
             self.flush(f"target-{name}")
             del model
@@ -200,12 +200,14 @@ class TrialRunner:
         """Train a target task's head on its English training source, scoring English dev
         every `eval_every` steps: those scores are what Tune sees (`objective`)."""
         task = get_task(name)
-        train_split = self.load(task.train_task or name, "train", "en")
         head = head_for(task)
-        stream = FeatureStream(head.encode(train_split, self.tokenizer, c["max_length"]),
-                               c["batch_size"], c["seed"], self.ranks)
-        has_dev = "en" in task.languages and "validation" in task.splits
-        dev = self.load(name, "validation", "en", ev.config["max_examples"]) if has_dev else None
+        # The English training sources (XCOPA: SIQa then COPA), pooled into one stream.
+        sources = task.train_tasks or (task.train_task or name,)
+        features = [f for src in sources
+                    for f in head.encode(self.load(src, "train", "en"), self.tokenizer,
+                                         c["max_length"])]
+        stream = FeatureStream(features, c["batch_size"], c["seed"], self.ranks)
+        dev = self.english_dev(name, ev.config["max_examples"])
         trainer = Trainer(model, {name: head},
                           Optim(lr=c["lr"], steps=c["steps"], warmup_frac=c["warmup_frac"]),
                           self.tokenizer.pad_token_id, c["seed"])
@@ -218,6 +220,16 @@ class TrialRunner:
                 self.progress.dev[name] = self.score_split(model, name, dev, trainer.step)
                 self.report({"objective": _mean(self.progress.dev.values()), "task": name,
                              "step": trainer.step, "stage": "target"})
+
+    def english_dev(self, name: str, limit: int | None) -> Split | None:
+        """The split that selects models (XTREME's protocol): the target's English dev, else its
+        training source's (XQuAD, MLQA: SQuAD dev)."""
+        task = get_task(name)
+        for candidate in (task, get_task(task.train_task or name)):
+            if "en" in candidate.languages and "validation" in candidate.splits:
+                split = self.load(candidate.name, "validation", "en", limit)
+                return Split(name, split.split, split.language, split.examples, split.candidates)
+        return None
 
     def eval_stage(self, model: TaskModel, name: str, ev: Stage) -> None:
         scores = {}

@@ -39,14 +39,33 @@ def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, An
     }
 
 
+def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: str,
+                 workers: int, cpus_per_worker: int, gpus_per_worker: int):
+    """The Train job of one trial: `workers` FSDP2 ranks (gloo on CPU, nccl on GPU) whose
+    reports reach the enclosing Tune trial."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = gpus_per_worker > 0
+    return TorchTrainer(
+        worker_fn,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker,
+                                  **({"GPU": gpus_per_worker} if use_gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=str(Path(storage) / "train"),
+                             callbacks=[TuneReportCallback()]),
+    )
+
+
 def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str,
               sweep_dir: str) -> None:
     """The Tune function trainable. `config` holds the searched hyperparameters; `plan_base`
     the serialized space and model (bound with `tune.with_parameters`)."""
     import ray.tune
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from raysweep.plan import build_plan
     from raysweep.space import SweepSpec
@@ -56,19 +75,12 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
     spec = SweepSpec.model_validate(plan_base["spec"])
     plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))
     trial_id = ray.tune.get_context().get_trial_id()
-    use_gpu = plan.gpus_per_worker > 0
-    trainer = TorchTrainer(
+    trainer = make_trainer(
         train_worker,
-        train_loop_config={"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir,
-                           "trial_id": trial_id, "threads": plan.cpus_per_worker},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=plan.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": plan.cpus_per_worker,
-                                  **({"GPU": plan.gpus_per_worker} if use_gpu else {})}),
-        run_config=RunConfig(name=f"{plan.sweep}-{trial_id}",
-                             storage_path=str(Path(storage) / "train"),
-                             callbacks=[TuneReportCallback()]),
+        {"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir,
+         "trial_id": trial_id, "threads": plan.cpus_per_worker},
+        name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
+        cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,
     )
     try:
         trainer.fit()  # rank 0 writes the trial's row when its stages are done

@@ -46,7 +46,7 @@ BAD = {
         "search.params.lr_target.loguniform", "inverted"),
     "non-positive lr": (lambda r: r["search"]["params"].update(lr_target={"values": [1e-3, 0]}),
                         "search.params.lr_target.values.1", "positive"),
-    "too many workers": (lambda r: r["resources"].update(workers=64), "resources.workers",
+    "too many workers": (lambda r: r["resources"].update(workers=4), "resources.workers",
                          "cluster offers"),
     "unknown mixture": (lambda r: r["search"]["params"].update(mixture={"values": ["none", "x"]}),
                         "search.params.mixture.values.1", "unknown mixture"),

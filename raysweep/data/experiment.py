@@ -24,7 +24,7 @@ from raysweep.train import FeatureStream, Optim, Ranks, evaluate, train
 # Recommended per-stage settings for the tiny sizes (measured; see DESIGN.md).
 PRETRAIN = dict(lr=3e-3, batch_size=32, max_length=48)
 INTERMEDIATE = dict(steps=150, lr=1e-3, batch_size=32, max_length=48)
-TARGET = dict(steps=150, lr=1e-3, batch_size=32, max_length=48)
+TARGET = dict(steps=300, lr=1e-3, batch_size=32, max_length=48)
 
 
 @dataclass

@@ -90,7 +90,7 @@ def _xnli_item(world: World, rng: np.random.Generator, label: int) -> Item:
     k = world.subject_class(prem)
     if label == NEUTRAL:
         sib = k ^ 1
-        if rng.random() < 0.5:
+        if rng.random() < world.cfg["xnli_sibling_frac"]:
             hk = sib
         else:
             others = [j for j in range(world.n_classes) if j != k]

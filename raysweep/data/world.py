@@ -65,6 +65,9 @@ DEFAULT_WORLD: dict[str, Any] = {
     "codeswitch_rate": 0.5,  # per word, within a code-switched sentence
     "parallel_frac": 0.0,  # "en sentence | xx sentence" lines
     "doc_sentences": 4,  # sentences packed into one corpus line (one LM example)
+    # syn_xnli: share of 'neutral' hypotheses naming the sibling class (same verbs, told
+    # apart only by adjectives and 'is' sentences) rather than a class of another group
+    "xnli_sibling_frac": 0.2,
     # task sizes (examples; train is English, dev/test per language)
     "train_size": 3000,
     "dev_size": 300,
