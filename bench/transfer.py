@@ -51,6 +51,7 @@ MIXTURES = {
     "syn_haslocation": {"syn_haslocation": 1.0},
     "syn_random": {"syn_random": 1.0},
     "syn_lexparity": {"syn_lexparity": 1.0},
+    "syn_lm_en": {"syn_lm_en": 1.0},
 }
 QUICK_MIXTURES = ("none", "syn_nli_en", "syn_random")
 
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--inter-size", default=None, help="size for figure 3 (default: largest)")
     ap.add_argument("--mixtures", nargs="+", default=None)
+    ap.add_argument("--inter-steps", type=int, default=INTERMEDIATE["steps"])
+    ap.add_argument("--inter-lr", type=float, default=INTERMEDIATE["lr"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world", default="{}", help="world overrides, JSON")
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
@@ -84,10 +87,11 @@ def main() -> None:
     seeds = list(range(2 if args.quick and args.seeds == 3 else args.seeds))
     mixtures = args.mixtures or (QUICK_MIXTURES if args.quick else tuple(MIXTURES))
     inter_size = args.inter_size or args.sizes[-1]
+    inter = dict(INTERMEDIATE, steps=args.inter_steps, lr=args.inter_lr)
     t0 = time.perf_counter()
     raw: dict = {"world": world, "sizes": {}, "mixtures": {}, "settings": {
         "pretrain_steps": {s: TINY_CONFIGS[s]["pretrain_steps"] for s in args.sizes},
-        "intermediate": INTERMEDIATE, "target": TARGET, "seeds": seeds}}
+        "intermediate": inter, "target": TARGET, "seeds": seeds}}
 
     # figures 1, 2, 4: pretrain -> target, per size and seed
     pretrained = {}
@@ -115,7 +119,7 @@ def main() -> None:
         runs = []
         for seed in seeds:
             r = transfer_run(inter_size, world, seed=seed, mixture=MIXTURES[name],
-                             pretrained=copy.deepcopy(pretrained[inter_size]))
+                             pretrained=copy.deepcopy(pretrained[inter_size]), inter=inter)
             runs.append(r.scores)
             print(f"[{time.perf_counter() - t0:6.0f}s] {inter_size} +{name} seed {seed}: en "
                   f"{r.scores['en']:.3f} zero-shot {r.zero_shot:.3f}", flush=True)
@@ -136,7 +140,8 @@ def zs(scores: dict[str, float], others: list[str]) -> float:
 
 
 def render(raw, w, others, args, inter_size, mixtures) -> str:
-    cmd = "python bench/transfer.py" + (" --quick" if args.quick else "")
+    cmd = "python " + " ".join(["bench/transfer.py", *sys.argv[1:]])
+    inter = raw["settings"]["intermediate"]
     lines = [
         "### Zero-shot transfer in the synthetic world (`bench/transfer.py`)",
         "",
@@ -145,8 +150,8 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
         f"per size), in {raw['wall_s'] / 60:.1f} min. Target: `syn_xnli` (3 classes, chance "
         f"33.3%), fine-tuned on English, evaluated zero-shot on test in "
         f"{', '.join(others)}. Pretrain: `syn_corpus`; target {TARGET['steps']} steps at "
-        f"lr {TARGET['lr']}; intermediate {INTERMEDIATE['steps']} steps at lr "
-        f"{INTERMEDIATE['lr']}; batch 32, max_length 48. Accuracies in %, mean ± sd over "
+        f"lr {TARGET['lr']}; intermediate {inter['steps']} steps at lr "
+        f"{inter['lr']}; batch 32, max_length 48. Accuracies in %, mean ± sd over "
         "seeds.",
         "",
         "**1 and 4. Zero-shot accuracy by model size** (mean over non-English languages)",
@@ -190,7 +195,7 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
     base = [zs(r, others) for r in raw["mixtures"]["none"]]
     b_m, b_s = mean_sd(base)
     lines += ["", f"**3. English intermediate tasks** ({inter_size}; intermediate "
-                  f"{INTERMEDIATE['steps']} steps, then target)", "",
+                  f"{inter['steps']} steps at lr {inter['lr']}, then target)", "",
               "| intermediate | English | zero-shot | Δ vs none | beyond noise |",
               "| --- | ---: | ---: | ---: | --- |"]
     for name in mixtures:

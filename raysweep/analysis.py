@@ -685,7 +685,7 @@ def default_fits_path(points: PointTable) -> Path:
 def write_fits(table: pa.Table, path: Path) -> Path:
     try:
         # The same write-then-rename as the sweep's own tables: readers never see half a file.
-        return results._atomic_write(table, path)
+        return results.atomic_write(table, path)
     except OSError as err:
         raise InputError(f"{path}: cannot write the fits table ({err.strerror or err}); "
                          "pass --out PATH") from None

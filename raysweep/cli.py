@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from raysweep.cli_fit import fit_command
 from raysweep.space import SpaceError, check, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -91,15 +92,7 @@ def tasks() -> None:
     console.print(table)
 
 
-def _register_fit() -> None:
-    try:
-        from raysweep.cli_fit import fit_command
-    except ImportError:
-        return
-    app.command("fit")(fit_command)
-
-
-_register_fit()
+app.command("fit")(fit_command)
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ from typing import List, Optional
 
 import typer
 
-from raysweep import scaling
+# The names of raysweep.scaling.FORMS, spelled out so that importing this module (which every
+# `raysweep` command does) does not import scipy; a test keeps the two in step.
+FORM_NAMES = ("power_law", "chinchilla", "two_step", "bounded", "lr_law")
 
 
 def _split_list(values: Optional[List[str]]) -> Optional[list[str]]:
@@ -40,7 +42,7 @@ def fit_command(
                            "(those present)."),
     form: Optional[List[str]] = typer.Option(
         None, "--form", "-f", help=f"Forms to fit, repeated or comma-separated: "
-                                   f"{', '.join(scaling.FORMS)}. Default: power_law and lr_law "
+                                   f"{', '.join(FORM_NAMES)}. Default: power_law and lr_law "
                                    f"for a sweep, power_law for a table."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Where to write the fits table (Parquet). Default: "
@@ -62,7 +64,7 @@ def fit_command(
     seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
 ) -> None:
     """Fit scaling laws per group, write the fits table, print a summary (and plots)."""
-    # Imported here so that `raysweep --help` does not pay for scipy and pyarrow.compute.
+    # Imported here so that other `raysweep` commands do not pay for scipy and matplotlib.
     from rich.console import Console
 
     from raysweep import analysis
@@ -94,9 +96,12 @@ def fit_command(
         from raysweep import plots
 
         every_language = None  # the gain plots compare zero-shot eval scores across mixtures
-        if points.kind == "sweep" and stage == "eval":
-            every_language = analysis.load_points(
-                source, analysis.Selection(metric=metric, stage=stage, split=split,
-                                           languages=None, all_steps=all_steps))
-        written = plots.write_plots(fits.groups, plot, every_language)
+        try:
+            if points.kind == "sweep" and stage == "eval":
+                every_language = analysis.load_points(
+                    source, analysis.Selection(metric=metric, stage=stage, split=split,
+                                               languages=None, all_steps=all_steps))
+            written = plots.write_plots(fits.groups, plot, every_language)
+        except analysis.InputError as err:
+            raise _fail(str(err)) from None
         console.print(f"wrote {len(written)} plots to {plot}")

@@ -11,6 +11,7 @@ tables) and returns a Figure; `write_plots` draws the standard set for `raysweep
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -218,22 +219,30 @@ def _panels(fits: Sequence[analysis.GroupFit]) -> dict[tuple, list[analysis.Grou
     return panels
 
 
-class _Series:
-    """A GroupFit relabelled for a panel: the series is named by its mixture only."""
+@dataclass(frozen=True)
+class Series:
+    """One line of a plot (a `FittedSeries`)."""
 
-    def __init__(self, group: analysis.GroupFit):
+    label: str
+    target: str
+    fit: scaling.Fit
+    data: scaling.Points
+
+    @classmethod
+    def of_mixture(cls, group: analysis.GroupFit) -> Series:
+        """A group's fit, named by its mixture only (the panel's title has the other keys)."""
         mixture = dict(group.keys).get("mixture")
-        self.label = f"mixture={mixture}" if mixture is not None else group.label
-        self.target, self.fit, self.data = group.target, group.fit, group.data
+        label = f"mixture={mixture}" if mixture is not None else group.label
+        return cls(label, group.target, group.fit, group.data)
 
 
 def fit_figures(fits: Sequence[analysis.GroupFit]) -> dict[str, Figure]:
     """One figure per form and group without its mixture (the mixtures are the series), keyed
-    by a file-name stem such as "power_law_task-xnli_language-all"."""
+    by a file-name stem such as "power_law_task-xnli-language-all"."""
     figures = {}
     for (form, rest), groups in _panels(fits).items():
         title = ", ".join(f"{k}={v}" for k, v in rest) or "all"
-        series = [_Series(g) for g in groups]
+        series = [Series.of_mixture(g) for g in groups]
         if form == "lr_law":
             fig = plot_lr_law(series, title=f"optimal lr: {title}")
         elif form in ("chinchilla", "two_step"):

@@ -77,7 +77,7 @@ TRIALS_SCHEMA = pa.schema(
 TABLES = {"metrics": METRICS_SCHEMA, "trials": TRIALS_SCHEMA}
 
 
-def _atomic_write(table: pa.Table, path: Path) -> Path:
+def atomic_write(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     pq.write_table(table, tmp)
@@ -116,12 +116,12 @@ class MetricsWriter:
         table = to_table(self.rows, METRICS_SCHEMA)
         self.rows = []
         name = f"{self.trial_id}-{label}-{self._attempt}-{next(self._n):04d}.parquet"
-        return _atomic_write(table, self.dir / name)
+        return atomic_write(table, self.dir / name)
 
 
 def write_trial(sweep_dir: str | os.PathLike, row: dict[str, Any]) -> Path:
     table = to_table([row], TRIALS_SCHEMA)
-    return _atomic_write(table, Path(sweep_dir) / "trials" / f"{row['trial_id']}.parquet")
+    return atomic_write(table, Path(sweep_dir) / "trials" / f"{row['trial_id']}.parquet")
 
 
 def load(path: str | os.PathLike, table: str = "metrics") -> pa.Table:

@@ -172,10 +172,16 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
             callbacks=[Progress(m.name, trials_per_size(spec), s.mode)],
             failure_config=tune.FailureConfig(max_failures=0),
         )
-        tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
-                           run_config=run_config)
+        experiment = storage / "tune" / f"{name}-{m.name}"
+        if tune.Tuner.can_restore(experiment):  # a relaunch: finish what is left, redo errors
+            console.print(f"resuming {experiment}")
+            tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True,
+                                       param_space=param_space(spec))
+        else:
+            tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
+                               run_config=run_config)
         grid = tuner.fit()
-        # Trials that Tune stopped (ASHA) or whose worker died never wrote their row.
+        # Trials that Tune stopped (ASHA) or that failed never wrote their row.
         have = set(load(sweep_dir, "trials").column("trial_id").to_pylist())
         for r in grid:
             trial_id = (r.metrics or {}).get("trial_id")

@@ -9,14 +9,11 @@ its finished stages).
 from __future__ import annotations
 
 import json
-import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from raysweep.plan import TrialPlan
-from raysweep.results import write_trial
 
 
 def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, Any] | None,
@@ -71,7 +68,6 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
     from raysweep.space import SweepSpec
     from raysweep.stages import train_worker
 
-    start = time.perf_counter()
     spec = SweepSpec.model_validate(plan_base["spec"])
     plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))
     trial_id = ray.tune.get_context().get_trial_id()
@@ -82,10 +78,7 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
         name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,
     )
-    try:
-        trainer.fit()  # rank 0 writes the trial's row when its stages are done
-    except Exception as e:  # the row says why; Tune still sees the failure
-        write_trial(sweep_dir, trial_row(plan, trial_id, "error", None,
-                                         f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}",
-                                         time.perf_counter() - start))
-        raise
+    # Rank 0 writes the trial's row when its stages are done. A trial that fails or that ASHA
+    # stops gets its row from the sweep, which knows from Tune which of the two it was (a stop
+    # also surfaces here as an exception, so this function cannot tell).
+    trainer.fit()

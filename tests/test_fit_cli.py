@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from raysweep import analysis
-from raysweep.cli_fit import fit_command
+from raysweep import analysis, scaling
+from raysweep.cli_fit import FORM_NAMES, fit_command
 from sweep_fixture import LRS, SweepTruth, write_sweep
 
 CHINCHILLA_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
@@ -50,7 +50,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 def test_fit_on_a_sweep_writes_the_fits_table_and_plots(sweep, tmp_path):
     plot_dir = tmp_path / "plots"
-    result = run(sweep.sweep_dir, "--n-boot", "100", "--plot", plot_dir)
+    result = run(sweep.sweep_dir, "--n-boot", "50", "--plot", plot_dir)
     assert result.exit_code == 0, result.output
     assert "scaling fits" in result.stdout and "lr_law" in result.stdout
 
@@ -177,6 +177,12 @@ def test_fit_reproduces_the_published_chinchilla_fit_from_a_table(tmp_path):
     assert fit["n_points"] == 240 and fit["metric"] == "loss"
     for name, value, se in (("E", 1.817, 0.026), ("alpha", 0.348, 0.015), ("beta", 0.366, 0.021)):
         assert abs(fit[name] - value) <= se
+
+
+def test_the_help_lists_every_form():
+    assert set(FORM_NAMES) == set(scaling.FORMS)
+    result = CliRunner().invoke(app, ["fit", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and all(name in result.stdout for name in FORM_NAMES)
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -26,6 +26,23 @@ def test_notebook_is_committed_without_outputs():
     assert len(parameters) == 1 and "RAYSWEEP_SWEEP_DIR" in parameters[0].source
 
 
+def execute_notebook(sweep_dir, workdir, monkeypatch):
+    """Run the notebook top to bottom against `sweep_dir`; return its code-cell outputs."""
+    # The kernel inherits this process's environment: the sweep, a cheaper bootstrap, and the
+    # working tree's raysweep ahead of any installed copy.
+    monkeypatch.setenv("RAYSWEEP_SWEEP_DIR", str(sweep_dir))
+    monkeypatch.setenv("RAYSWEEP_N_BOOT", "200")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs
+
+
 @pytest.mark.slow
 def test_notebook_runs_against_a_sweep(tmp_path, monkeypatch):
     sweep_dir = os.environ.get("RAYSWEEP_TEST_SWEEP_DIR")
@@ -33,20 +50,7 @@ def test_notebook_runs_against_a_sweep(tmp_path, monkeypatch):
         from sweep_fixture import write_sweep
 
         sweep_dir = write_sweep(tmp_path / "sweep").sweep_dir
-    # The kernel inherits this process's environment: the sweep, a cheaper bootstrap, and the
-    # working tree's raysweep ahead of any installed copy.
-    monkeypatch.setenv("RAYSWEEP_SWEEP_DIR", str(sweep_dir))
-    monkeypatch.setenv("RAYSWEEP_N_BOOT", "200")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
-
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    outputs = execute_notebook(sweep_dir, tmp_path, monkeypatch)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # heat map, gain by language and kind, scaling fits, lr law
     text = "".join(o.get("text", "") for o in outputs)

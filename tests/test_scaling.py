@@ -221,7 +221,7 @@ EPOCH = {"E": (1.817, 0.026), "alpha": (0.348, 0.015), "beta": (0.366, 0.021),
 def test_chinchilla_published_fit_is_reproduced():
     points = load_chinchilla()
     assert len(points) == 240
-    fit = scaling.fit(scaling.Chinchilla(), points, n_boot=200, seed=0)
+    fit = scaling.fit(scaling.Chinchilla(), points, n_boot=100, seed=0)
     for name in ("E", "alpha", "beta"):
         value, se = EPOCH[name]
         assert abs(fit[name] - value) <= se, f"{name}={fit[name]:.4f}, Epoch {value} +- {se}"
