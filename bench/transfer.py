@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, ttest_ind
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,7 +79,18 @@ def main() -> None:
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
+    ap.add_argument("--render", default=None,
+                    help="re-render the section from a --json file of an earlier run (no runs)")
     args = ap.parse_args()
+    if args.render:
+        raw = json.loads(Path(args.render).read_text())
+        w = get_world(raw["world"])
+        others = [c for c in w.codes if c != "en"]
+        section = render(raw, w, others, raw["args"], raw["inter_size"], raw["mixture_order"])
+        print(section)
+        if not args.no_readme and not raw["args"]["quick"]:
+            write_readme(Path(args.readme), section)
+        return
     torch.set_num_threads(args.threads)
     world = normalize_world(json.loads(args.world))
     w = get_world(world)
@@ -125,8 +136,10 @@ def main() -> None:
                   f"{r.scores['en']:.3f} zero-shot {r.zero_shot:.3f}", flush=True)
         raw["mixtures"][name] = runs
     raw["wall_s"] = time.perf_counter() - t0
+    raw["args"] = {"quick": args.quick, "threads": args.threads, "argv": sys.argv[1:]}
+    raw["inter_size"], raw["mixture_order"] = inter_size, list(mixtures)
 
-    section = render(raw, w, others, args, inter_size, mixtures)
+    section = render(raw, w, others, raw["args"], inter_size, mixtures)
     print(section)
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))
@@ -140,12 +153,14 @@ def zs(scores: dict[str, float], others: list[str]) -> float:
 
 
 def render(raw, w, others, args, inter_size, mixtures) -> str:
-    cmd = "python " + " ".join(["bench/transfer.py", *sys.argv[1:]])
+    cmd = "python " + " ".join(["bench/transfer.py", *(a for a in args["argv"]
+                                                        if not a.startswith("/tmp"))])
+    cmd = cmd.replace(" --json", "")
     inter = raw["settings"]["intermediate"]
     lines = [
         "### Zero-shot transfer in the synthetic world (`bench/transfer.py`)",
         "",
-        f"Measured with `{cmd}` on CPU, {args.threads} thread(s), "
+        f"Measured with `{cmd}` on CPU, {args['threads']} thread(s), "
         f"{len(raw['settings']['seeds'])} seeds (target/intermediate seeds; one pretraining "
         f"per size), in {raw['wall_s'] / 60:.1f} min. Target: `syn_xnli` (3 classes, chance "
         f"33.3%), fine-tuned on English, evaluated zero-shot on test in "
@@ -196,8 +211,8 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
     b_m, b_s = mean_sd(base)
     lines += ["", f"**3. English intermediate tasks** ({inter_size}; intermediate "
                   f"{inter['steps']} steps at lr {inter['lr']}, then target)", "",
-              "| intermediate | English | zero-shot | Δ vs none | beyond noise |",
-              "| --- | ---: | ---: | ---: | --- |"]
+              "| intermediate | English | zero-shot | Δ vs none | Welch p | beyond noise |",
+              "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name in mixtures:
         runs = raw["mixtures"].get(name)
         if not runs:
@@ -205,14 +220,19 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
         z = [zs(r, others) for r in runs]
         m, s = mean_sd(z)
         en = mean_sd([r["en"] for r in runs])
-        noise = max(s, b_s)
+        p = ttest_ind(z, base, equal_var=False).pvalue if name != "none" else float("nan")
         beyond = "—" if name == "none" else (
-            "**up**" if m - b_m > noise + 0.0 and min(z) > max(base) else
-            "**down**" if b_m - m > noise and max(z) < min(base) else "no")
+            "**up**" if m - b_m > b_s and p < 0.05 else
+            "**down**" if b_m - m > b_s and p < 0.05 else "no")
+        if beyond != "no" and abs(m - b_m) <= s:
+            beyond += " (not beyond its own sd)"
         lines.append(f"| {name} | {fmt(*en)} | {fmt(m, s)} | {100 * (m - b_m):+.1f} | "
-                     f"{beyond} |")
-    lines += ["", "'beyond noise': the difference of means exceeds the larger sd *and* the "
-                  "seed ranges do not overlap."]
+                     f"{p:.3f} | {beyond} |" if name != "none" else
+                     f"| {name} | {fmt(*en)} | {fmt(m, s)} | +0.0 | — | — |")
+    lines += ["", "'beyond noise': the difference of means exceeds the seed-to-seed sd of "
+                  "the no-intermediate baseline *and* Welch's t-test over seeds gives p < 0.05; "
+                  "'(not beyond its own sd)' flags a task whose own seed sd is larger than "
+                  "the difference."]
     return "\n".join(lines)
 
 

@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from raysweep.cli_fit import fit_command
+from raysweep.console import make_console
 from raysweep.space import SpaceError, check, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ray-distributed hyperparameter and scaling sweeps.")
-# Piped output (CI logs, files) gets wide tables rather than rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def fail(message: str) -> None:

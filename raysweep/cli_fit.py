@@ -65,7 +65,7 @@ def fit_command(
 ) -> None:
     """Fit scaling laws per group, write the fits table, print a summary (and plots)."""
     # Imported here so that other `raysweep` commands do not pay for scipy and matplotlib.
-    from rich.console import Console
+    from raysweep.console import make_console
 
     from raysweep import analysis
 
@@ -86,7 +86,7 @@ def fit_command(
     except analysis.InputError as err:
         raise _fail(str(err)) from None
 
-    console = Console()
+    console = make_console()
     console.print(analysis.summary_table(fits.groups, title=f"scaling fits: {points.source}"))
     for note in fits.skipped:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)

@@ -9,12 +9,11 @@ Models declare their own FLOPs (`train_flops_per_token`), as torchtitan's do.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaModel
 
@@ -143,13 +142,3 @@ def save_checkpoint(path: Path, backbone_state: dict[str, Tensor], heads_state: 
         save_file({k: v.contiguous() for k, v in heads_state.items()}, path / "heads.safetensors")
     (path / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
-
-def load_heads_state(path: Path) -> dict[str, Tensor]:
-    f = Path(path) / "heads.safetensors"
-    return load_file(f) if f.exists() else {}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    n_params: int
-    flops_per_token: float

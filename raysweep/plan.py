@@ -55,6 +55,17 @@ class TrialPlan:
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def hparam_columns(self) -> dict[str, Any]:
+        """The trial's hyperparameters as the results tables type them (`HPARAM_FIELDS`); a
+        learning rate of a stage that does not run is null."""
+        p = self.params
+        return {
+            "lr_pretrain": p.get("lr_pretrain") if self.stage("pretrain") else None,
+            "lr_intermediate": p.get("lr_intermediate") if self.stage("intermediate") else None,
+            "lr_target": p.get("lr_target"), "mixture": p.get("mixture", "none"),
+            "mixture_kind": self.mixture_kind, "seed": int(p.get("seed", 0)),
+        }
+
 
 def model_identity(spec: SweepSpec, m: ModelSpec, world: dict[str, Any]) -> dict[str, Any]:
     """What determines a model's initial weights."""

@@ -148,7 +148,8 @@ def plot_gain_heatmap(matrix: analysis.Matrix, *, title: str = "",
     """Gain from intermediate training per (intermediate mixture x target task), in points
     (x100), on a diverging scale centred at zero: the seed study's main figure."""
     values = matrix.values * scale
-    fig = new_figure(1.6 + 0.9 * len(matrix.columns), 1.4 + 0.5 * len(matrix.rows))
+    fig = new_figure(max(5.0, 2.4 + 0.9 * len(matrix.columns)),
+                     max(3.0, 1.6 + 0.5 * len(matrix.rows)))
     ax = fig.add_subplot()
     limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
     image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -187,7 +188,7 @@ def plot_gain_by_kind(curves: Sequence[analysis.Curve], *, title: str = "",
 def plot_gain_by_language(matrix: analysis.Matrix, *, title: str = "",
                           scale: float = 100.0) -> Figure:
     """Grouped bars: the gain per language, one bar per mixture kind."""
-    fig = new_figure(1.5 + 0.7 * len(matrix.columns), 4.0)
+    fig = new_figure(max(4.0, 1.5 + 0.7 * len(matrix.columns)), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / max(len(matrix.rows), 1)
     x = np.arange(len(matrix.columns))

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from ray.tune import Callback
-from rich.console import Console
 
-_CONSOLE = Console()  # module-level: Tune pickles its callbacks, and a Console holds a lock
+from raysweep.console import make_console
+
+# Module-level: Tune pickles its callbacks, and a Console holds a lock.
+_CONSOLE = make_console()
 
 
 class Progress(Callback):
@@ -26,6 +28,7 @@ class Progress(Callback):
         _CONSOLE.print(f"[cyan]{self.size}[/] {trial.trial_id} {what}{val} ({params}) | "
                        f"{len(self.finished)}/{self.total} done, {running} running, "
                        f"{pending} pending | best {best}", highlight=False)
+        _CONSOLE.file.flush()  # progress must show as it happens in logs and pipes too
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.add(trial.trial_id)

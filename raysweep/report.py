@@ -54,18 +54,30 @@ def best_tables(sweep_dir: Path) -> list[Table]:
                                           pc.equal(metrics["split"], "test")),
                                   pc.equal(metrics["metric"], "score"))).to_pylist()
     chosen = {t["trial_id"]: k for k, t in best.items()}
-    tasks = sorted({r["task"] for r in rows if r["trial_id"] in chosen})
+    rows = [r for r in rows if r["trial_id"] in chosen]
+    tasks = sorted({r["task"] for r in rows if not r["task"].startswith("xtreme_r")})
     for task in tasks:
         cells = {(chosen[r["trial_id"]], r["language"]): r["value"] for r in rows
-                 if r["task"] == task and r["trial_id"] in chosen}
+                 if r["task"] == task}
         langs = sorted({lang for _, lang in cells}, key=lambda x: (x == "all", x != "en", x))
-        table = Table(title=f"{task}: test score of the best trial per (model, mixture)")
-        table.add_column("model")
-        table.add_column("mixture")
-        for lang in langs:
-            table.add_column(lang)
-        for key in best:
-            if any((key, lang) in cells for lang in langs):
-                table.add_row(key[0], key[1], *(_fmt(cells.get((key, lang))) for lang in langs))
-        out.append(table)
+        out.append(_pivot(f"{task}: test score of the best trial per (model, mixture); "
+                          "all = mean over non-English", best, cells, langs))
+    aggregates = {(chosen[r["trial_id"]], r["task"]): r["value"] for r in rows
+                  if r["task"].startswith("xtreme_r")}
+    if aggregates:
+        names = sorted({name for _, name in aggregates})
+        out.append(_pivot("XTREME-R aggregates (each task: mean over its languages)", best,
+                          aggregates, names))
     return out
+
+
+def _pivot(title: str, best: dict, cells: dict, columns: list[str]) -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    table.add_column("mixture")
+    for col in columns:
+        table.add_column(col)
+    for key in best:
+        if any((key, col) in cells for col in columns):
+            table.add_row(key[0], key[1], *(_fmt(cells.get((key, col))) for col in columns))
+    return table

@@ -17,7 +17,6 @@ Every number lands in the metrics table from rank 0.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any, Callable
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from raysweep.models import (TaskModel, init_backbone, load_backbone, load_heads_state,
-                             save_checkpoint, tiny_config, train_flops_per_token)
+from raysweep.models import (TaskModel, init_backbone, load_backbone, save_checkpoint,
+                             tiny_config, train_flops_per_token)
 from raysweep.parallel import device_mesh, parallelize
 from raysweep.plan import Stage, TrialPlan
 from raysweep.results import MetricsWriter, write_trial
@@ -80,15 +79,9 @@ class TrialRunner:
                                world=plan.world, seed=int(plan.params.get("seed", 0)))
         self.progress = Progress()
         self.source: Path | str | None = plan.model_spec.get("hf")  # the backbone to start from
-        p = plan.params
         self.writer = MetricsWriter(sweep_dir, trial_id, {
             "sweep": plan.sweep, "trial_id": trial_id, "model": plan.model,
-            "n_params": plan.n_params, "lr_pretrain": p.get("lr_pretrain"),
-            "lr_intermediate": p.get("lr_intermediate") if p.get("mixture", "none") != "none"
-            and plan.stage("intermediate") else None,
-            "lr_target": p.get("lr_target"), "mixture": p.get("mixture", "none"),
-            "mixture_kind": plan.mixture_kind, "seed": int(p.get("seed", 0)),
-        })
+            "n_params": plan.n_params, **plan.hparam_columns()})
         self.config = None
 
     # --- building models ---------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from raysweep.console import make_console
+
 from raysweep.plan import build_plan, eval_languages, n_params
 from raysweep.results import load, write_trial
 from raysweep.space import SpaceError, SweepSpec, check
@@ -136,7 +138,7 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     from raysweep.progress import Progress
     from raysweep.trial import run_trial, trial_row
 
-    console = console or Console()
+    console = console or make_console()
     storage = Path(storage).resolve()
     name = name or spec.name
     sweep_dir = storage / name

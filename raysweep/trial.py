@@ -18,20 +18,15 @@ from raysweep.plan import TrialPlan
 
 def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, Any] | None,
               error: str | None, wall_s: float) -> dict[str, Any]:
-    p = plan.params
     metrics = metrics or {}
-    has_intermediate = plan.stage("intermediate") is not None
     return {
         "sweep": plan.sweep, "trial_id": trial_id, "model": plan.model,
-        "n_params": plan.n_params, "lr_pretrain": p.get("lr_pretrain"),
-        "lr_intermediate": p.get("lr_intermediate") if has_intermediate else None,
-        "lr_target": p.get("lr_target"), "mixture": p.get("mixture", "none"),
-        "mixture_kind": plan.mixture_kind, "seed": int(p.get("seed", 0)),
+        "n_params": plan.n_params, **plan.hparam_columns(),
         "workers": plan.workers, "status": status, "error": error, "objective": metrics.get("objective"),
         "zero_shot": metrics.get("zero_shot"),
         "stage_keys": json.dumps({s.name: s.key for s in plan.stages}),
         "reused_stages": json.dumps([r for r in str(metrics.get("reused", "")).split(",") if r]),
-        "config": json.dumps(p, sort_keys=True), "wall_s": wall_s,
+        "config": json.dumps(plan.params, sort_keys=True), "wall_s": wall_s,
         "finished_at": datetime.now(timezone.utc),
     }
 
