@@ -106,9 +106,10 @@ class Launch:
 
 # Environment of every Ray worker of a sweep (the job's runtime_env). The Train controller polls
 # its workers every 2 s by default, and a trial waits on several polls (start, each report,
-# the end): 0.2 s cuts that wait; the preemption watcher is for spot clusters.
+# the end): 0.5 s cuts that wait (0.2 s cost ~5% throughput: each poll is an RPC into the
+# training process); the preemption watcher is for spot clusters.
 RAY_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
