@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator, Protocol
+from typing import ClassVar, Iterator
 
 import numpy as np
 from scipy.optimize import least_squares, minimize
@@ -181,31 +181,37 @@ class Fit:
 # --- the fit driver --------------------------------------------------------------------------
 
 
-class Form(Protocol):
-    """A functional form. A form may also define `estimate_batch(points, index) -> (B, P)`,
-    fitting the resamples `points.take(index[b])` all at once (nan rows for draws it cannot
-    fit); the bootstrap uses it where present."""
+class Form:
+    """A functional form; the forms below are frozen dataclasses deriving from it. A form may
+    also define `estimate_batch(points, index) -> (B, P)`, fitting the resamples
+    `points.take(index[b])` all at once (nan rows for draws it cannot fit); the bootstrap uses
+    it where present. The defaults fit forms of model size N alone."""
 
     name: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]]
     # Resample within each size (keeps every size in every draw). The lr law needs this: an
     # optimum comes from all of a size's learning rates, and a size missing from a draw is lost.
-    resample_within_size: ClassVar[bool]
-    distinct: ClassVar[str]  # what counts as a separate point, for messages: "sizes N"
+    resample_within_size: ClassVar[bool] = False
+    distinct: ClassVar[str] = "sizes N"  # what counts as a separate point, for messages
 
     @property
-    def min_points(self) -> int: ...
+    def min_points(self) -> int:
+        return len(self.param_names)
 
     def observed(self, points: Points) -> Points:
         """The observations the form's parameters describe (most forms: the points themselves)."""
+        return points
 
     def n_distinct(self, observed: Points) -> int:
         """How many observations carry separate information (duplicated x do not)."""
+        return len(np.unique(observed.n))
 
     def estimate(self, observed: Points, init: np.ndarray | None = None) -> np.ndarray:
         """Parameter values in `param_names` order; `init` is a warm start (bootstrap)."""
+        raise NotImplementedError
 
-    def predict(self, theta: np.ndarray, points: Points) -> np.ndarray: ...
+    def predict(self, theta: np.ndarray, points: Points) -> np.ndarray:
+        raise NotImplementedError
 
 
 def fit(form: Form, points: Points, *, n_boot: int = 1000, level: float = 0.95,
@@ -354,7 +360,7 @@ _GOLDEN = (np.sqrt(5) - 1) / 2
 
 
 @dataclass(frozen=True)
-class PowerLaw:
+class PowerLaw(Form):
     """y = E + A * N^-alpha with E, A >= 0 and alpha in [0, max_alpha].
 
     For a fixed alpha the model is linear in (E, A), solved in closed form; alpha is found on a
@@ -367,18 +373,6 @@ class PowerLaw:
 
     name: ClassVar[str] = "power_law"
     param_names: ClassVar[tuple[str, ...]] = ("E", "A", "alpha")
-    resample_within_size: ClassVar[bool] = False
-    distinct: ClassVar[str] = "sizes N"  # what counts as a separate point
-
-    @property
-    def min_points(self) -> int:
-        return 3
-
-    def observed(self, points: Points) -> Points:
-        return points
-
-    def n_distinct(self, observed: Points) -> int:
-        return len(np.unique(observed.n))
 
     def estimate(self, observed: Points, init: np.ndarray | None = None) -> np.ndarray:
         return self._estimate_many(observed.n[None, :], observed.y[None, :])[0]
@@ -494,7 +488,7 @@ def natural_params(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Chinchilla:
+class Chinchilla(Form):
     """L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. approach 3, as Epoch AI fit it).
 
     `starts`: how many of the grid's starts to polish with L-BFGS-B. The objective is evaluated
@@ -508,12 +502,7 @@ class Chinchilla:
 
     name: ClassVar[str] = "chinchilla"
     param_names: ClassVar[tuple[str, ...]] = ("E", "A", "alpha", "B", "beta")
-    resample_within_size: ClassVar[bool] = False
     distinct: ClassVar[str] = "(N, D) pairs"  # what counts as a separate point
-
-    @property
-    def min_points(self) -> int:
-        return 5
 
     def observed(self, points: Points) -> Points:
         points.require(self.name, "d")
@@ -595,7 +584,7 @@ def _fit_sigmoid(loss: np.ndarray, acc: np.ndarray, init: np.ndarray | None) -> 
 
 
 @dataclass(frozen=True)
-class TwoStep:
+class TwoStep(Form):
     """Task loss L(N, D) as Chinchilla, then accuracy as a sigmoid of the task loss. Step 2 is
     fitted on the observed losses; predictions chain the two steps from (N, D)."""
 
@@ -603,7 +592,6 @@ class TwoStep:
 
     name: ClassVar[str] = "two_step"
     param_names: ClassVar[tuple[str, ...]] = Chinchilla.param_names + ("a", "k", "L0", "b")
-    resample_within_size: ClassVar[bool] = False
     distinct: ClassVar[str] = "(N, D) pairs"  # what counts as a separate point
 
     @property
@@ -647,7 +635,7 @@ def bounded_accuracy_jacobian(theta: np.ndarray, n: np.ndarray, chance: float) -
 
 
 @dataclass(frozen=True)
-class Bounded:
+class Bounded(Form):
     """acc = chance + (ceiling - chance) / (1 + (N0 / N)^alpha), ceiling in [chance, 1]: a
     sigmoid in log N that starts at chance and saturates below 1."""
 
@@ -655,18 +643,6 @@ class Bounded:
 
     name: ClassVar[str] = "bounded"
     param_names: ClassVar[tuple[str, ...]] = ("ceiling", "alpha", "log10_n0")
-    resample_within_size: ClassVar[bool] = False
-    distinct: ClassVar[str] = "sizes N"  # what counts as a separate point
-
-    @property
-    def min_points(self) -> int:
-        return 3
-
-    def observed(self, points: Points) -> Points:
-        return points
-
-    def n_distinct(self, observed: Points) -> int:
-        return len(np.unique(observed.n))
 
     def estimate(self, observed: Points, init: np.ndarray | None = None) -> np.ndarray:
         n, y, chance = observed.n, observed.y, self.chance
@@ -771,7 +747,7 @@ def lr_optima(n: np.ndarray, lr: np.ndarray, score: np.ndarray, *,
 
 
 @dataclass(frozen=True)
-class LrLaw:
+class LrLaw(Form):
     """lr*(N) = C * N^-gamma, fitted by least squares in log-log on each size's optimum.
 
     The points are trials (n, lr, y = the score to maximize, or a loss with maximize=False).
@@ -782,19 +758,11 @@ class LrLaw:
     name: ClassVar[str] = "lr_law"
     param_names: ClassVar[tuple[str, ...]] = ("C", "gamma")
     resample_within_size: ClassVar[bool] = True
-    distinct: ClassVar[str] = "sizes N"  # what counts as a separate point
-
-    @property
-    def min_points(self) -> int:
-        return 2
 
     def observed(self, points: Points) -> Points:
         points.require(self.name, "lr")
         optima = lr_optima(points.n, points.lr, points.y, maximize=self.maximize)
         return Points(optima.n, optima.lr)
-
-    def n_distinct(self, observed: Points) -> int:
-        return len(np.unique(observed.n))
 
     def estimate(self, observed: Points, init: np.ndarray | None = None) -> np.ndarray:
         return self._log_log_fit(np.log(observed.n)[None, :], np.log(observed.y)[None, :])[0]
