@@ -233,6 +233,8 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
                   "the no-intermediate baseline *and* Welch's t-test over seeds gives p < 0.05; "
                   "'(not beyond its own sd)' flags a task whose own seed sd is larger than "
                   "the difference."]
+    if raw.get("notes"):
+        lines += [""] + [f"- {n}" for n in raw["notes"]]
     return "\n".join(lines)
 
 

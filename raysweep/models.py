@@ -24,9 +24,9 @@ from raysweep.tasks.heads import Head, head_for
 # world's), so parameter counts are computed, never written down. `pretrain_steps` is each
 # size's pretraining budget: it grows with size, in the spirit of tokens ∝ params.
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    # ~0.03M / 0.12M / 0.92M / 1.9M parameters with the default synthetic world's vocabulary
-    # (724 tokens); per-step cost on one CPU thread, batch 32 x 44 tokens: 15 / 31 / 137 /
-    # 266 ms. Measured in raysweep/data/DESIGN.md.
+    # 0.020M / 0.102M / 0.875M / 1.78M parameters with the default synthetic world's
+    # vocabulary (535 tokens); per-step cost on one CPU thread, batch 32 x 44 tokens, about
+    # 15 / 31 / 137 / 266 ms. See raysweep/data/DESIGN.md.
     "llama-tiny-xs": dict(hidden_size=16, intermediate_size=48, num_hidden_layers=1,
                           num_attention_heads=2, num_key_value_heads=1, pretrain_steps=300),
     "llama-tiny-s": dict(hidden_size=48, intermediate_size=128, num_hidden_layers=2,

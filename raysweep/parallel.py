@@ -31,9 +31,14 @@ def parallelize(model: TaskModel, mesh: DeviceMesh | None, bf16: bool = False) -
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
         else MixedPrecisionPolicy()
     layers = list(model.backbone.layers)
+    # Resharding after forward frees each layer's gathered parameters until backward needs them
+    # again, at the price of a second all-gather per layer per step: the right trade on GPUs,
+    # where memory binds. On CPU (gloo) the models are tiny and the collectives dominate, so
+    # layers stay gathered from forward to backward (ZeRO-2 style).
+    reshard = mesh.device_type != "cpu"
     for i, layer in enumerate(layers):
-        # The last layer's parameters are needed right away by the backward pass: keeping them
-        # unsharded after forward saves one all-gather (torchtitan does the same).
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
+        # The last layer is needed right away by backward: never reshard it (as torchtitan).
+        fully_shard(layer, mesh=mesh, mp_policy=mp,
+                    reshard_after_forward=reshard and i < len(layers) - 1)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model

@@ -169,7 +169,7 @@ class SweepSpec(_Strict):
             return "none"
         from raysweep.tasks import get_task
 
-        langs = {lang for t in mix.tasks for lang in get_task(t).languages}
+        langs = {lang for t in mix.tasks for lang in get_task(t).train_languages}
         return "english" if langs <= {"en"} else "multilingual"
 
     @cached_property

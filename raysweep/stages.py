@@ -157,13 +157,10 @@ class TrialRunner:
     def train_stage(self, stage: Stage, out: Path | None) -> None:
         c = stage.config
         if stage.name == "pretrain":
-            weights = {c["corpus"]: 1.0}
-            data = {c["corpus"]: self.corpus(c["corpus"])}
-            sampler = "proportional"
+            weights, sampler = {c["corpus"]: 1.0}, "proportional"
         else:
-            weights = c["mixture"]
-            data = {t: self.load(t, "train", "en") for t in weights}
-            sampler = c["sampler"]
+            weights, sampler = c["mixture"], c["sampler"]
+        data = {t: self.train_data(t) for t in weights}
         model = self.model(list(data), c["seed"])
         streams = {t: FeatureStream(head_for(get_task(t)).encode(s, self.tokenizer, c["max_length"]),
                                     c["batch_size"], c["seed"] + i, self.ranks)
@@ -197,8 +194,7 @@ class TrialRunner:
         # The English training sources (XCOPA: SIQa then COPA), pooled into one stream.
         sources = task.train_tasks or (task.train_task or name,)
         features = [f for src in sources
-                    for f in head.encode(self.load(src, "train", "en"), self.tokenizer,
-                                         c["max_length"])]
+                    for f in head.encode(self.train_data(src), self.tokenizer, c["max_length"])]
         stream = FeatureStream(features, c["batch_size"], c["seed"], self.ranks)
         dev = self.english_dev(name, ev.config["max_examples"])
         trainer = Trainer(model, {name: head},
@@ -269,9 +265,14 @@ class TrialRunner:
             s = Split(s.task, s.split, s.language, s.examples[:limit], s.candidates)
         return s
 
-    def corpus(self, task: str) -> Split:
+    def train_data(self, task: str) -> Split:
+        """A task's training split over its train languages: English for the zero-shot
+        protocol, every language for corpora, translate-train and multilingual LM tasks."""
         t = get_task(task)
-        examples = tuple(ex for lang in t.languages for ex in t.load("train", lang, self.ctx).examples)
+        if t.train_languages == ("en",):
+            return self.load(task, "train", "en")
+        examples = tuple(ex for lang in t.train_languages
+                         for ex in self.load(task, "train", lang).examples)
         return Split(task, "train", "all", examples)
 
     def _spent(self, logs: list[StepLog], c: dict[str, Any], tokens0: int | None = None,
@@ -286,8 +287,10 @@ class TrialRunner:
         fpt = train_flops_per_token(self.config, c["max_length"]) if self.config else 0.0
 
         def on_log(log: StepLog) -> None:
-            self.row(stage=stage, task=log.task if task == "all" else task,
-                     language="en" if stage != "pretrain" else "all", split="train",
+            name = log.task if task == "all" else task
+            langs = get_task(name).train_languages
+            self.row(stage=stage, task=name, language=langs[0] if len(langs) == 1 else "all",
+                     split="train",
                      metric="loss", value=log.loss, step=log.step,
                      tokens=tokens0 + log.tokens, flops=flops0 + log.tokens * fpt,
                      wall_s=log.wall_s)

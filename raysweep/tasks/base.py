@@ -155,6 +155,9 @@ class Task:
     # All English training sources, in training order, where there are several (XCOPA: SIQa,
     # then COPA); `train_task` is the last of them. Empty when `train_task` says it all.
     train_tasks: tuple[str, ...] = ()
+    # Languages whose train split the engine trains on: English for the zero-shot protocol;
+    # every language for translate-train tasks and multilingual LM objectives.
+    train_languages: tuple[str, ...] = ("en",)
 
     def load(self, split: str, language: str, ctx: DataContext | None = None) -> Split:
         ctx = ctx or DataContext()

@@ -145,7 +145,7 @@ register(Task(name="xnli", languages=XNLI_LANGUAGES, roles=frozenset({"target"})
               description="XNLI: cross-lingual NLI (XTREME-R classification)", **NLI))
 register(Task(name="xnli_translate_train", languages=XNLI_LANGUAGES,
               roles=frozenset({"intermediate"}), source="hf:facebook/xnli (train = MT MultiNLI)",
-              loader=_load_xnli, splits=("train", "validation"),
+              loader=_load_xnli, splits=("train", "validation"), train_languages=XNLI_LANGUAGES,
               description="XNLI translate-train: MultiNLI machine-translated into each XNLI "
                           "language (multilingual intermediate option)", **NLI))
 register(Task(name="pawsx", category="classification", head="seq_cls", metric="accuracy",
@@ -158,7 +158,7 @@ register(Task(name="pawsx_translate_train", category="classification", head="seq
               metric="accuracy", languages=PAWSX_LANGUAGES, roles=frozenset({"intermediate"}),
               source="hf:google-research-datasets/paws-x (train = MT PAWS)",
               loader=_load_pawsx, splits=("train", "validation"), num_labels=2,
-              label_names=("0", "1"),
+              label_names=("0", "1"), train_languages=PAWSX_LANGUAGES,
               description="PAWS-X translate-train: the English PAWS train set machine-translated "
                           "into each PAWS-X language (multilingual intermediate option)"))
 register(Task(name="mnli", languages=("en",), roles=frozenset({"intermediate"}),

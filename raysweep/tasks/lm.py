@@ -72,6 +72,6 @@ def _load_lm(task: Task, split: str, language: str, ctx: DataContext) -> Split:
 register(Task(name="multilingual_lm", category="lm", head="causal_lm", metric="perplexity",
               languages=LM_LANGUAGES, roles=frozenset({"intermediate"}),
               source="local:CC-100 <lang>.txt[.xz] | hf:wikimedia/wikipedia",
-              loader=_load_lm, splits=("train", "validation"),
+              loader=_load_lm, splits=("train", "validation"), train_languages=LM_LANGUAGES,
               description="Multilingual causal-LM objective on a CC-100-style corpus, mixed "
                           "into the intermediate stage"))

@@ -115,7 +115,7 @@ def _register_all() -> None:
     reg(Task("syn_corpus", "lm", "causal_lm", "perplexity", ALL, frozenset({"pretrain"}), SOURCE,
              _loader("corpus", "corpus", english_train_only=False), splits=("train",),
              description="multilingual monolingual sentences of the synthetic world "
-                         "(plus a small code-switched fraction)"))
+                         "(plus a small code-switched fraction)", train_languages=ALL))
     # targets
     reg(Task("syn_xnli", "classification", "seq_cls", "accuracy", ALL, frozenset({"target"}),
              SOURCE, _loader("xnli", "pair"), num_labels=3, label_names=NLI_LABELS,
@@ -124,7 +124,7 @@ def _register_all() -> None:
     reg(Task("syn_xnli_translate", "classification", "seq_cls", "accuracy", ALL,
              frozenset({"target"}), SOURCE, _loader("xnli", "pair", english_train_only=False),
              num_labels=3, label_names=NLI_LABELS,
-             description="syn_xnli with translate-train: the train split in every language"))
+             description="syn_xnli with translate-train: the train split in every language", train_languages=ALL))
     reg(Task("syn_xcopa", "classification", "multiple_choice", "accuracy", ALL,
              frozenset({"target"}), SOURCE, _loader("xcopa", "choice"), num_labels=2,
              description="XCOPA analogue: which of two clauses is the premise's effect "
@@ -173,11 +173,11 @@ def _register_all() -> None:
     reg(Task("syn_hypernym_translate", "classification", "seq_cls", "accuracy", ALL, inter,
              SOURCE, _loader("hypernym", "pair", english_train_only=False), splits=tv,
              num_labels=n_cls, label_names=tuple(f"class{k}" for k in range(n_cls)),
-             description="syn_hypernym translated into every language"))
+             description="syn_hypernym translated into every language", train_languages=ALL))
     reg(Task("syn_mlm", "lm", "causal_lm", "perplexity", ALL, inter, SOURCE,
              _loader("clauses", "lm", english_train_only=False), splits=tv,
              description="multilingual causal LM on clauses of every language, for mixing "
-                         "into an intermediate stage"))
+                         "into an intermediate stage", train_languages=ALL))
 
 
 _register_all()
