@@ -256,7 +256,8 @@ def test_retrieval(tokenizer):
     assert [f.get("candidate_index") for f in feats[3:]] == [0, 1, 2, 3, 4]
     assert all(f["pool_mask"][0] == 0 for f in feats)  # <s> is not pooled
     logits, preds = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
-    assert [x.shape for x in logits] == [(3, 32), (3, 32), (2, 32)]
+    h = model.config.hidden_size
+    assert [x.shape for x in logits] == [(3, h), (3, h), (2, h)]
     assert all(isinstance(p, Ranking) and len(p) == 5 for p in preds)
     # a query whose text is a candidate's text is its own nearest neighbour
     assert [p[0] for p in preds] == ["c2", "c0", "c3"]
@@ -266,10 +267,10 @@ def test_retrieval(tokenizer):
     assert 0.5 <= metrics.map_at_20(split, preds)["map@20"] <= 1.0
     back = pickle.loads(pickle.dumps(preds[1]))
     assert back == preds[1] and back.scores == preds[1].scores
-    # a configurable layer: embeddings of hidden layer 1 differ from the final output's
-    model.heads["t_ret"].layer = 1
+    # a configurable layer: the embedding layer's (hidden_states[0]) differ from the final output
+    model.heads["t_ret"].layer = 0
     logits1, _ = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
-    assert logits1[0].shape == (3, 32) and not torch.allclose(logits1[0], logits[0])
+    assert logits1[0].shape == (3, model.config.hidden_size) and not torch.allclose(logits1[0], logits[0])
     with pytest.raises(NotImplementedError):
         model.heads["t_ret"].loss(logits[0], {})
 
