@@ -74,19 +74,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_fsdp2_two_workers_match_one_process():
-    torch.set_num_threads(1)
-    single = _curve()
+def _on_two_ranks(target):
+    """Run `target(rank, world, port, queue)` on 2 spawned gloo ranks; return what rank 0 puts."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, 2, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    sharded = queue.get(timeout=300)
+    result = queue.get(timeout=300)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    return result
+
+
+def test_fsdp2_two_workers_match_one_process():
+    torch.set_num_threads(1)
+    single = _curve()
+    sharded = _on_two_ranks(_worker)
     assert len(single) == len(sharded) == STEPS
     assert single[0] != single[-1]  # it trained
     diffs = [abs(a - b) for a, b in zip(single, sharded)]
@@ -141,16 +147,7 @@ def _heads_worker(rank: int, world: int, port: int, queue) -> None:
 
 
 def test_every_head_trains_and_evaluates_under_fsdp2():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_heads_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    out = queue.get(timeout=300)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    out = _on_two_ranks(_heads_worker)
     assert set(out) == set(HEAD_TASKS)
     for name, (losses, n_preds, n_examples) in out.items():
         if name != "syn_tatoeba":  # retrieval is not trained

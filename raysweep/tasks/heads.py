@@ -357,13 +357,8 @@ class TokenClassificationHead(Head):
 
     @classmethod
     def collate(cls, features: list[Feature], pad_id: int) -> dict[str, Tensor]:
-        ids = [f["input_ids"] for f in features]
-        batch = {
-            "input_ids": _pad(ids, pad_id),
-            "attention_mask": _pad([[1] * len(s) for s in ids], 0),
-            "example_index": torch.tensor([f["example_index"] for f in features]),
-        }
-        if "labels" in features[0]:
+        batch = super().collate(features, pad_id)
+        if "labels" in features[0]:  # per-token labels, -100 where no word starts
             batch["labels"] = _pad([f["labels"] for f in features], -100)
         return batch
 
