@@ -12,7 +12,7 @@ import math
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -197,7 +197,7 @@ def _pydantic_error(file: Path, err: ValidationError) -> SpaceError:
     problem = e["msg"]
     if e["type"] == "extra_forbidden":
         parent = _locate_model(loc[:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "see search_spaces/README"
+        allowed = ", ".join(parent.model_fields) if parent else "see the README's search-space table"
         problem = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
     elif e["type"] == "missing":
         problem = "required key is missing"
@@ -207,25 +207,31 @@ def _pydantic_error(file: Path, err: ValidationError) -> SpaceError:
 
 
 def _locate_model(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class at a key path (for listing allowed keys)."""
-    model: Any = SweepSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+    """The pydantic model class at a key path (for listing the allowed keys)."""
+    model: type[BaseModel] = SweepSpec
+    parts = [p for p in loc if not isinstance(p, int)]
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
         if field is None:
             return None
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        nxt = None
-        for c in candidates:
-            for cc in [c, *getattr(c, "__args__", ())]:
-                if isinstance(cc, type) and issubclass(cc, BaseModel):
-                    nxt = cc
-        if nxt is None:  # a dict of models: the next part is a key, the model its value
+        nxt = _model_in(field.annotation)
+        if nxt is None:
             return None
+        if get_origin(field.annotation) is dict and parts:  # mixtures.<name>: skip the name
+            parts.pop(0)
         model = nxt
-    return model if isinstance(model, type) else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation (`M`, `M | None`, `list[M]`, `dict[str, M]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def load_space(name_or_path: str, cluster_cpus: int | None = None,

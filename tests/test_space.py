@@ -33,6 +33,8 @@ def test_shipped_spaces_parse(name):
 BAD = {
     "unknown key": (lambda r: r["stages"]["target"].update(stepz=3), "stages.target.stepz",
                     "allowed keys"),
+    "unknown key in a mixture": (lambda r: r["mixtures"]["english"].update(weights=1),
+                                 "mixtures.english.weights", "allowed keys: tasks, kind"),
     "wrong type": (lambda r: r["stages"]["target"].update(steps="many"), "stages.target.steps",
                    "integer"),
     "unknown task": (lambda r: r["stages"]["target"].update(tasks=["no_such_task"]),
