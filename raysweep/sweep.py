@@ -116,6 +116,16 @@ RAY_ENV = {
 }
 
 
+def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Path) -> None:
+    """A sweep directory holds one space's results: relaunching the same space resumes it, and
+    another space must not mix its rows into it (or overwrite its space.json)."""
+    recorded = sweep_dir / "space.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != spec.normalized:
+        raise SpaceError(file, "name", f"the sweep directory {sweep_dir} holds a sweep of another "
+                         "space (its space.json differs); allowed: the same space, to resume it, "
+                         "or another --name / --storage")
+
+
 def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
     import ray
 
@@ -144,6 +154,7 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     storage = Path(storage).resolve()
     name = name or spec.name
     sweep_dir = storage / name
+    guard_sweep_dir(spec, file, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     connect(address, spec.resources.cluster_cpus, verbose)
     cluster = ray.cluster_resources()

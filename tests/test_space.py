@@ -80,3 +80,23 @@ def test_dry_run_prints_plan_without_ray():
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_another_space_cannot_reuse_a_sweep_directory(tmp_path):
+    """Relaunching resumes; a different space under the same name exits 2 before Ray starts,
+    and the earlier sweep's files stay as they were."""
+    import json
+
+    spec, _ = load_space("tiny_scaling")
+    sweep_dir = tmp_path / "runs" / "tiny_scaling"
+    sweep_dir.mkdir(parents=True)
+    other = {**spec.normalized, "description": "another study"}
+    (sweep_dir / "space.json").write_text(json.dumps(other))
+    result = runner.invoke(app, ["launch", "--space", "tiny_scaling", "--storage",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "holds a sweep of another space" in " ".join(result.output.split())
+    assert json.loads((sweep_dir / "space.json").read_text()) == other
+    import ray
+
+    assert not ray.is_initialized()
