@@ -15,7 +15,7 @@ from rich.table import Table
 
 from raysweep.cli_fit import fit_command
 from raysweep.console import make_console
-from raysweep.space import SpaceError, check, load_space, local_resources
+from raysweep.space import SpaceError, check_resources, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ray-distributed hyperparameter and scaling sweeps.")
@@ -42,7 +42,7 @@ def launch(
     try:
         spec, file = load_space(space)
         if not dry_run and address is None:  # a local Ray: check against this machine now
-            check(spec, file, *local_resources(spec))
+            check_resources(spec, file, *local_resources(spec))
     except SpaceError as e:
         fail(str(e))
     if dry_run:

@@ -355,10 +355,10 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
                 raise SpaceError(file, f"stages.{stage}.batch_size", f"{s.batch_size} does not "
                                  f"divide by {spec.workers(m)} workers of model {m.name!r}")
     if cluster_cpus is not None:
-        _check_resources(spec, file, cluster_cpus, cluster_gpus)
+        check_resources(spec, file, cluster_cpus, cluster_gpus)
 
 
-def _check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) -> None:
+def check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) -> None:
     """Every model's trial must fit the cluster, or its trials would wait forever."""
     for i, m in enumerate(spec.models):
         need_cpu = spec.workers(m) * spec.cpus_per_worker(m)

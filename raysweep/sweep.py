@@ -18,10 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from raysweep.console import make_console
-
 from raysweep.plan import build_plan, eval_languages, n_params
 from raysweep.results import load, write_trial
-from raysweep.space import SpaceError, SweepSpec, check
+from raysweep.space import SpaceError, SweepSpec, check_resources
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -89,13 +88,18 @@ def print_plan(spec: SweepSpec, console: Console) -> None:
             # Keys of stages under a searched lr are only known once Optuna draws it.
             sample = {**{k: (lo * hi) ** 0.5 for k, (lo, hi) in ranges.items()}, **point}
             plan = build_plan(spec, m, sample)
-            stages = " -> ".join(
-                f"{s.name}({s.key[:8]})" if s.stored and not any(
-                    f"lr_{s.name}" == k for k in ranges) else
-                (f"{s.name}(key per lr)" if s.stored else s.name) for s in plan.stages)
+            stages = " -> ".join(_stage_label(s, ranges) for s in plan.stages)
             shown = {**point, **{k: f"loguniform{tuple(v)}" for k, v in ranges.items()}}
             table.add_row(str(i), escape(json.dumps(shown)), escape(stages))
         console.print(table)
+
+
+def _stage_label(stage, searched: dict) -> str:
+    if not stage.stored:
+        return stage.name
+    if f"lr_{stage.name}" in searched:  # its key depends on the lr Optuna draws
+        return f"{stage.name}(key per lr)"
+    return f"{stage.name}({stage.key[:8]})"
 
 
 @dataclass
@@ -159,7 +163,7 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     connect(address, spec.resources.cluster_cpus, verbose)
     cluster = ray.cluster_resources()
     cpus, gpus = int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
-    check(spec, file, cluster_cpus=cpus, cluster_gpus=gpus)  # the cluster we really have
+    check_resources(spec, file, cpus, gpus)  # the cluster we really have (names: checked at load)
     (sweep_dir / "space.json").write_text(json.dumps(spec.normalized, indent=1))
     errors = 0
     for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
