@@ -2,7 +2,7 @@
 
     python bench/fit_speed.py [--data DIR] [--every 100] [--full-grid]
 
-The fast fit (`raysweep.scaling.Chinchilla`): the Huber objective is evaluated at all 4500 grid
+The fast fit (`raysweep.analysis.scaling.Chinchilla`): the Huber objective is evaluated at all 4500 grid
 starts in one vectorized pass, and L-BFGS-B with the analytic gradient polishes the best 100.
 The gradient-free way: L-BFGS-B with finite-difference gradients from every grid start (631 s
 here when it was run in full). The bench runs it on every `--every`-th start only and scales
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from raysweep import scaling
+from raysweep.analysis import scaling
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EPOCH = {"E": (1.817, 0.026), "alpha": (0.348, 0.015), "beta": (0.366, 0.021),

@@ -5,7 +5,7 @@
 Overhead (seconds per trial, Tuner.fit wall time / trials, trials one at a time):
   plain     a no-op Tune function trial (the floor)
   raw       a no-op 2-worker Ray Train job inside a Tune trial, Ray's defaults
-  raysweep  the same job as raysweep launches it (raysweep.trial.make_trainer, RAY_ENV)
+  raysweep  the same job as raysweep launches it (raysweep.run.trial.make_trainer, RAY_ENV)
 Each variant runs in a fresh local Ray, so environment settings apply to it alone. The Train
 controller's own log lines break the start-up of the last raysweep trial into phases.
 
@@ -13,7 +13,7 @@ Throughput (optimizer steps per second of the same tiny LLaMA, global batch, seq
   bare-1    one process, 2 threads
   bare-fsdp 2 processes x 1 thread, FSDP2 over gloo, started with torch.multiprocessing
   trial     2 Ray Train workers x 1 thread inside a Tune trial (the raysweep path)
-The loop (raysweep.train.Trainer) is the same in all three.
+The loop (raysweep.train.loop.Trainer) is the same in all three.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def noop_worker(config):
 def train_trial(config):
     from ray import tune
 
-    from raysweep.trial import make_trainer
+    from raysweep.run.trial import make_trainer
 
     trainer = make_trainer(noop_worker, {}, name=f"bench-{tune.get_context().get_trial_id()}",
                            storage=config["storage"], workers=2, cpus_per_worker=1,
@@ -108,11 +108,11 @@ def startup_phases() -> dict[str, float]:
 def _setup(threads: int):
     import torch
 
-    from raysweep.models import TaskModel, init_backbone, tiny_config
-    from raysweep.parallel import device_mesh, parallelize
+    from raysweep.model.task_model import TaskModel, init_backbone, tiny_config
+    from raysweep.model.parallelize import device_mesh, parallelize
     from raysweep.tasks.base import Task
     from raysweep.tasks.heads import SequenceClassificationHead
-    from raysweep.train import FeatureStream, Optim, Ranks, Trainer
+    from raysweep.train.loop import FeatureStream, Optim, Ranks, Trainer
 
     torch.set_num_threads(threads)
     task = Task(name="bench", category="classification", head="seq_cls", metric="accuracy",
@@ -172,7 +172,7 @@ def throughput_worker(config):
 def throughput_trial(config):
     from ray import tune
 
-    from raysweep.trial import make_trainer
+    from raysweep.run.trial import make_trainer
 
     make_trainer(throughput_worker, {"steps": config["steps"], "out": config["out"]},
                  name=f"bench-tp-{tune.get_context().get_trial_id()}", storage=config["storage"],
@@ -184,7 +184,7 @@ def in_trial(steps: int, storage: str) -> float:
     import ray
     from ray import tune
 
-    from raysweep.sweep import RAY_ENV
+    from raysweep.run.sweep import RAY_ENV
 
     out = tempfile.mktemp()
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False,
@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from raysweep.sweep import RAY_ENV
+    from raysweep.run.sweep import RAY_ENV
 
     storage = tempfile.mkdtemp(prefix="raysweep-bench-")
     plain = time_trials(plain_trial, args.trials, storage, None)
@@ -225,7 +225,7 @@ def main() -> None:
     fsdp = bare_fsdp(args.steps)
     trial = in_trial(args.steps, storage)
 
-    from raysweep.models import count_params, tiny_config
+    from raysweep.model.task_model import count_params, tiny_config
 
     n = count_params(tiny_config(SIZE, VOCAB))
     lines = [

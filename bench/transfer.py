@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from raysweep.data.experiment import INTERMEDIATE, TARGET, pretrain, transfer_run  # noqa: E402
 from raysweep.data.world import get_world, normalize_world  # noqa: E402
-from raysweep.models import TINY_CONFIGS  # noqa: E402
+from raysweep.model.task_model import TINY_CONFIGS  # noqa: E402
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 CHANCE = 1 / 3

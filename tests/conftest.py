@@ -17,7 +17,7 @@ def ray_cluster():
     """The address of a local Ray with 2 CPUs and its dashboard (stopped trials need it)."""
     import ray
 
-    from raysweep.sweep import connect
+    from raysweep.run.sweep import connect
 
     connect(None, cpus=2, verbose=False)
     address = ray.get_runtime_context().gcs_address

@@ -1,4 +1,4 @@
-"""A small synthetic sweep with known laws, written through the real writer (`raysweep.results`).
+"""A small synthetic sweep with known laws, written through the real writer (`raysweep.results.tables`).
 
 The layout and conventions are those of a real sweep: zero-shot test rows per (task, language)
 with the task's metrics and a `score`, per-task means over non-English languages
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.results import MetricsWriter, write_trial
+from raysweep.results.tables import MetricsWriter, write_trial
 
 SIZES = {"tiny": 10_000_000, "small": 30_000_000, "base": 100_000_000,
          "large": 300_000_000, "xl": 1_000_000_000}

@@ -22,7 +22,7 @@ def test_node_resources_are_integers_and_fit_llama_scaling():
             assert isinstance(value, int), f"{name}.resources.{key} = {value!r}"
     gpus = max(n["resources"].get("GPU", 0) * n.get("max_workers", 1)
                for n in config["available_node_types"].values())
-    from raysweep.space import load_space
+    from raysweep.spec.space import load_space
 
     spec, _ = load_space("llama_scaling", cluster_cpus=10**6, cluster_gpus=gpus)
     biggest = max(spec.workers(m) * spec.gpus_per_worker(m) for m in spec.models)

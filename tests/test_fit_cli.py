@@ -12,8 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from raysweep import analysis, scaling
-from raysweep.cli_fit import FORM_NAMES, fit_command
+from raysweep.analysis import core as analysis
+from raysweep.analysis import scaling
+from raysweep.cli.fit import FORM_NAMES, fit_command
 from sweep_fixture import LRS, SweepTruth, write_sweep
 
 CHINCHILLA_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
@@ -23,7 +24,7 @@ app = typer.Typer()
 app.command("fit")(fit_command)
 
 
-@app.command("version")  # a second command, so that `fit` is a subcommand as in raysweep.cli
+@app.command("version")  # a second command, so that `fit` is a subcommand as in raysweep.cli.app
 def _version() -> None:
     pass
 

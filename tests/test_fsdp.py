@@ -9,11 +9,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raysweep.models import TaskModel, init_backbone, tiny_config
-from raysweep.parallel import device_mesh, parallelize
+from raysweep.model.task_model import TaskModel, init_backbone, tiny_config
+from raysweep.model.parallelize import device_mesh, parallelize
 from raysweep.tasks.base import PairExample, Split, Task
 from raysweep.tasks.heads import SequenceClassificationHead
-from raysweep.train import FeatureStream, Optim, Ranks, train
+from raysweep.train.loop import FeatureStream, Optim, Ranks, train
 
 STEPS, BATCH, VOCAB = 12, 8, 64
 
@@ -107,7 +107,7 @@ def _heads_worker(rank: int, world: int, port: int, queue) -> None:
     from raysweep.data import build_tokenizer, normalize_world
     from raysweep.tasks import DataContext, get_task
     from raysweep.tasks.heads import head_for
-    from raysweep.train import Trainer, evaluate
+    from raysweep.train.loop import Trainer, evaluate
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -12,11 +12,11 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-from raysweep.models import tiny_config
-from raysweep.plan import build_plan
-from raysweep.results import load
-from raysweep.space import load_space
-from raysweep.stages import TrialRunner
+from raysweep.model.task_model import tiny_config
+from raysweep.plan.build import build_plan
+from raysweep.results.tables import load
+from raysweep.spec.space import load_space
+from raysweep.run.runner import TrialRunner
 from raysweep.tasks import DataContext, get_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from raysweep.plan import build_plan
-from raysweep.results import load
-from raysweep.space import SweepSpec, load_space
-from raysweep.stages import TrialRunner
+from raysweep.plan.build import build_plan
+from raysweep.results.tables import load
+from raysweep.spec.space import SweepSpec, load_space
+from raysweep.run.runner import TrialRunner
 
 
 def small_plan():

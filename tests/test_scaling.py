@@ -1,4 +1,4 @@
-"""The fits in raysweep.scaling: known parameters are recovered within their bootstrap
+"""The fits in raysweep.analysis.scaling: known parameters are recovered within their bootstrap
 intervals, gradients match finite differences, and Epoch AI's Chinchilla fit is reproduced."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
 
-from raysweep import scaling
-from raysweep.scaling import Points
+from raysweep.analysis import scaling
+from raysweep.analysis.scaling import Points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHINCHILLA_CSV = DATA / "chinchilla_fig4_points.csv"

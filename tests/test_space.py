@@ -9,8 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from raysweep.cli import app
-from raysweep.space import SPACES_DIR, SpaceError, load_space
+from raysweep.cli.app import app
+from raysweep.spec.space import SPACES_DIR, SpaceError, load_space
 
 runner = CliRunner()
 BASE = yaml.safe_load((SPACES_DIR / "tiny_scaling.yaml").read_text())

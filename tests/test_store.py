@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.store import LEASE, StageStore, stage_key
+from raysweep.run.store import LEASE, StageStore, stage_key
 
 
 def test_key_hashes_whole_normalized_config():

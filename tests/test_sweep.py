@@ -11,11 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from raysweep.cli import app
-from raysweep.results import load
-from raysweep.space import SPACES_DIR, load_space
-from raysweep.store import StageStore
-from raysweep.sweep import launch
+from raysweep.cli.app import app
+from raysweep.results.tables import load
+from raysweep.spec.space import SPACES_DIR, load_space
+from raysweep.run.store import StageStore
+from raysweep.run.sweep import launch
 
 pytestmark = pytest.mark.slow
 

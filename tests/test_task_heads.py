@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from raysweep.models import TaskModel, init_backbone, tiny_config
+from raysweep.model.task_model import TaskModel, init_backbone, tiny_config
 from raysweep.tasks import metrics
 from raysweep.tasks.base import (
     Answer,

@@ -14,7 +14,7 @@ import datasets
 import pytest
 import torch
 
-from raysweep.models import TaskModel, init_backbone, tiny_config
+from raysweep.model.task_model import TaskModel, init_backbone, tiny_config
 from raysweep.tasks import DataContext, TaskDataError, all_tasks, get_task
 from raysweep.tasks.base import (
     Answer,

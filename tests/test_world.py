@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from raysweep.data import DEFAULT_WORLD, build_tokenizer, get_world, normalize_world
-from raysweep.data import generate as gen
+from raysweep.tasks import synthetic_examples as gen
 from raysweep.data.world import World
 from raysweep.tasks.base import (
     ChoiceExample,

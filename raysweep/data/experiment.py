@@ -1,5 +1,5 @@
 """Single-process transfer experiments on the synthetic world, with the engine's own loops
-(`raysweep.train`): pretrain -> [intermediate] -> fine-tune on an English target -> zero-shot
+(`raysweep.train.loop`): pretrain -> [intermediate] -> fine-tune on an English target -> zero-shot
 eval in every language. Used by bench/transfer.py, tests/test_world.py and the design notes.
 """
 
@@ -14,12 +14,12 @@ import torch
 
 from raysweep.data.tokenizer import build_tokenizer
 from raysweep.data.world import get_world, normalize_world
-from raysweep.models import TINY_CONFIGS, TaskModel, count_params, init_backbone, tiny_config
+from raysweep.model.task_model import TINY_CONFIGS, TaskModel, count_params, init_backbone, tiny_config
 from raysweep.tasks.base import DataContext, Split
 from raysweep.tasks.heads import head_for
 from raysweep.tasks.metrics import METRICS, primary
 from raysweep.tasks.registry import get_task
-from raysweep.train import FeatureStream, Optim, Ranks, evaluate, train
+from raysweep.train.loop import FeatureStream, Optim, Ranks, evaluate, train
 
 # Recommended per-stage settings for the tiny sizes (measured; see DESIGN.md).
 PRETRAIN = dict(lr=3e-3, batch_size=32, max_length=48)

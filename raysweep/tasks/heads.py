@@ -2,7 +2,7 @@
 
 A head is a small `nn.Module` that reads the backbone's hidden states and returns task-shaped
 logits; the backbone (`transformers.LlamaModel`) is shared by every head of a `TaskModel`
-(`raysweep.models`), which is what lets a multi-task intermediate stage train one backbone under
+(`raysweep.model.task_model`), which is what lets a multi-task intermediate stage train one backbone under
 several heads, and lets FSDP2 shard one module tree. Heads hold no global state: everything a head
 needs at run time is in its parameters, its `layer` attribute, or the batch.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 
-from raysweep.data import generate as gen
+from raysweep.tasks import synthetic_examples as gen
 from raysweep.data.world import DEFAULT_WORLD, get_world, normalize_world
 from raysweep.tasks.base import DataContext, Split, Task, TaskDataError
 from raysweep.tasks.registry import register

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 from rich.table import Table
 
-from raysweep.results import load
+from raysweep.results.tables import load
 
 
 def _fmt(v) -> str:

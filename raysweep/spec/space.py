@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 SEARCHED = ("lr_pretrain", "lr_intermediate", "lr_target", "mixture", "seed")
 
 
@@ -271,7 +271,7 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
           cluster_gpus: int | None = None) -> None:
     """Semantic checks pydantic cannot do: names exist, ranges make sense, resources fit."""
     from raysweep.data import normalize_world
-    from raysweep.models import TINY_CONFIGS
+    from raysweep.model.task_model import TINY_CONFIGS
     from raysweep.tasks import get_task
 
     def task(name: str, path: str, role: str | None = None):

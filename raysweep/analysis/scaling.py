@@ -1,7 +1,7 @@
 """Scaling-law fits: the forms, point estimates, bootstrap intervals and held-out error.
 
-Pure numerics: arrays in, frozen results out. Reading sweep tables lives in `raysweep.analysis`
-and drawing in `raysweep.plots`, so these fits can be checked on synthetic or published data.
+Pure numerics: arrays in, frozen results out. Reading sweep tables lives in `raysweep.analysis.core`
+and drawing in `raysweep.analysis.plots`, so these fits can be checked on synthetic or published data.
 
 The forms (each a small frozen dataclass with `estimate` and `predict`):
 

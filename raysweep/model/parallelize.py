@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from raysweep.models import TaskModel
+from raysweep.model.task_model import TaskModel
 
 
 def device_mesh() -> DeviceMesh | None:

@@ -1,10 +1,10 @@
 """From a sweep's tables (or a published results table) to fit inputs, fits, and the fits table.
 
-The I/O half of `raysweep fit`; the numerics live in `raysweep.scaling`, the drawing in
-`raysweep.plots`. Everything here is small tables: a sweep's metrics are filtered with pyarrow
+The I/O half of `raysweep fit`; the numerics live in `raysweep.analysis.scaling`, the drawing in
+`raysweep.analysis.plots`. Everything here is small tables: a sweep's metrics are filtered with pyarrow
 first, then the few thousand rows that matter are handled as plain Python rows.
 
-Conventions read from a sweep (see `raysweep.results`):
+Conventions read from a sweep (see `raysweep.results.tables`):
 - the fitted number is the last row (highest step) per (trial, stage, task, language, split,
   metric); with `all_steps` every step is a point (training curves for the (N, D) forms);
 - the "best" trial per size is chosen by the English dev score of the same task
@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from raysweep import results, scaling
+from raysweep.results import tables as results
+from raysweep.analysis import scaling
 
 DEFAULT_GROUP_KEYS = ("task", "language", "mixture")
 SWEEP_DEFAULT_FORMS = ("power_law", "lr_law")

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from raysweep.console import make_console
-from raysweep.plan import build_plan, eval_languages, n_params
-from raysweep.results import load, write_trial
-from raysweep.space import SpaceError, SweepSpec, check_resources
+from raysweep.plan.build import build_plan, eval_languages, n_params
+from raysweep.results.tables import load, write_trial
+from raysweep.spec.space import SpaceError, SweepSpec, check_resources
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -151,8 +151,8 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from raysweep.progress import Progress
-    from raysweep.trial import run_trial, trial_row
+    from raysweep.run.progress import Progress
+    from raysweep.run.trial import run_trial, trial_row
 
     console = console or make_console()
     storage = Path(storage).resolve()

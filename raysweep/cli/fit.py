@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-# The names of raysweep.scaling.FORMS, spelled out so that importing this module (which every
+# The names of raysweep.analysis.scaling.FORMS, spelled out so that importing this module (which every
 # `raysweep` command does) does not import scipy; a test keeps the two in step.
 FORM_NAMES = ("power_law", "chinchilla", "two_step", "bounded", "lr_law")
 
@@ -67,7 +67,7 @@ def fit_command(
     # Imported here so that other `raysweep` commands do not pay for scipy and matplotlib.
     from raysweep.console import make_console
 
-    from raysweep import analysis
+    from raysweep.analysis import core as analysis
 
     if language is None:
         language = "all" if stage == "eval" else "any"
@@ -93,7 +93,7 @@ def fit_command(
     console.print(f"wrote {table.num_rows} fits to {path}")
 
     if plot is not None:
-        from raysweep import plots
+        from raysweep.analysis import plots
 
         every_language = None  # the gain plots compare zero-shot eval scores across mixtures
         try:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from raysweep.space import ModelSpec, SweepSpec
-from raysweep.store import stage_key
+from raysweep.spec.space import ModelSpec, SweepSpec
+from raysweep.run.store import stage_key
 
 # Bump when a change to the training code changes what a stage computes, so old outputs are
 # not reused for new code.
@@ -71,7 +71,7 @@ def model_identity(spec: SweepSpec, m: ModelSpec, world: dict[str, Any]) -> dict
     """What determines a model's initial weights."""
     if m.hf is not None:
         return {"hf": m.hf}
-    from raysweep.models import TINY_CONFIGS
+    from raysweep.model.task_model import TINY_CONFIGS
 
     return {"tiny": m.tiny, "shape": TINY_CONFIGS[m.tiny], "world": world}
 
@@ -91,14 +91,14 @@ def n_params(spec: SweepSpec, m: ModelSpec) -> int:
     import json
 
     from raysweep.data import normalize_world
-    from raysweep.models import count_params, tiny_config
+    from raysweep.model.task_model import count_params, tiny_config
 
     world = normalize_world(spec.world)
     return count_params(tiny_config(m.tiny, _vocab_size(json.dumps(world, sort_keys=True))))
 
 
 def pretrain_steps(m: ModelSpec) -> int:
-    from raysweep.models import TINY_CONFIGS
+    from raysweep.model.task_model import TINY_CONFIGS
 
     return m.pretrain_steps or TINY_CONFIGS[m.tiny]["pretrain_steps"]
 

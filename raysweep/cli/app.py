@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from raysweep.cli_fit import fit_command
+from raysweep.cli.fit import fit_command
 from raysweep.console import make_console
-from raysweep.space import SpaceError, check_resources, load_space, local_resources
+from raysweep.spec.space import SpaceError, check_resources, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ray-distributed hyperparameter and scaling sweeps.")
@@ -46,11 +46,11 @@ def launch(
     except SpaceError as e:
         fail(str(e))
     if dry_run:
-        from raysweep.sweep import print_plan
+        from raysweep.run.sweep import print_plan
 
         print_plan(spec, console)
         return
-    from raysweep.sweep import launch as run
+    from raysweep.run.sweep import launch as run
 
     try:
         result = run(spec, file, storage, name=name, address=address, verbose=verbose,
@@ -67,7 +67,7 @@ def launch(
 @app.command()
 def show(sweep_dir: Path = typer.Argument(..., help="A sweep directory.")) -> None:
     """Best result per model size, and per target task and language."""
-    from raysweep.report import best_tables
+    from raysweep.results.show import best_tables
 
     if not (sweep_dir / "trials").is_dir():
         fail(f"{sweep_dir}: not a sweep directory (no trials/ table); run `raysweep launch` first")

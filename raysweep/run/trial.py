@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from raysweep.plan import TrialPlan
+from raysweep.plan.build import TrialPlan
 
 
 def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, Any] | None,
@@ -59,9 +59,9 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
     the serialized space and model (bound with `tune.with_parameters`)."""
     import ray.tune
 
-    from raysweep.plan import build_plan
-    from raysweep.space import SweepSpec
-    from raysweep.stages import train_worker
+    from raysweep.plan.build import build_plan
+    from raysweep.spec.space import SweepSpec
+    from raysweep.run.runner import train_worker
 
     spec = SweepSpec.model_validate(plan_base["spec"])
     plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))

@@ -1,5 +1,5 @@
 """The training and evaluation loops that every stage uses, in one process or as one rank of an
-FSDP2 job. Nothing here knows about Ray: `raysweep.stages` calls these from Train workers, and
+FSDP2 job. Nothing here knows about Ray: `raysweep.run.runner` calls these from Train workers, and
 tests and benchmarks call them in a plain process.
 
 Data parallelism: every step draws one *global* batch (the same on every rank, from a seeded
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from raysweep.mixing import SAMPLERS
+from raysweep.train.mixing import SAMPLERS
 from raysweep.tasks.base import Split
 from raysweep.tasks.heads import Feature, Head
 

@@ -25,16 +25,16 @@ from typing import Any, Callable
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from raysweep.models import (TaskModel, init_backbone, load_backbone, save_checkpoint,
+from raysweep.model.task_model import (TaskModel, init_backbone, load_backbone, save_checkpoint,
                              tiny_config, train_flops_per_token)
-from raysweep.parallel import device_mesh, parallelize
-from raysweep.plan import Stage, TrialPlan
-from raysweep.results import MetricsWriter, write_trial
-from raysweep.store import StageStore
+from raysweep.model.parallelize import device_mesh, parallelize
+from raysweep.plan.build import Stage, TrialPlan
+from raysweep.results.tables import MetricsWriter, write_trial
+from raysweep.run.store import StageStore
 from raysweep.tasks import DataContext, Split, get_task
 from raysweep.tasks.heads import head_for
 from raysweep.tasks.metrics import METRICS, primary, xtreme_r_aggregate
-from raysweep.train import FeatureStream, Optim, Ranks, StepLog, Trainer, evaluate, train
+from raysweep.train.loop import FeatureStream, Optim, Ranks, StepLog, Trainer, evaluate, train
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -130,7 +130,7 @@ class TrialRunner:
         if self.ranks.rank == 0:
             # The trial's row comes from rank 0: Train V2 hands the Tune trial no metrics from
             # a run without checkpoints, so the trial function could not write it.
-            from raysweep.trial import trial_row
+            from raysweep.run.trial import trial_row
 
             write_trial(self.sweep_dir, trial_row(self.plan, self.trial_id, "done", summary, None,
                                                   summary["wall_s"]))

@@ -4,7 +4,7 @@ Figures are built on `matplotlib.figure.Figure` with an Agg canvas, not through 
 figure state, no backend switch at import (a notebook keeps its inline backend and can `display`
 these figures), and nothing leaks when many are drawn in a loop.
 
-Each `plot_*` function takes data already computed (`raysweep.scaling` fits, `raysweep.analysis`
+Each `plot_*` function takes data already computed (`raysweep.analysis.scaling` fits, `raysweep.analysis.core`
 tables) and returns a Figure; `write_plots` draws the standard set for `raysweep fit --plot`.
 """
 
@@ -19,12 +19,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep import analysis, scaling
+from raysweep.analysis import core as analysis
+from raysweep.analysis import scaling
 
 
 class FittedSeries(Protocol):
     """What a scaling plot draws: a label, a fit, and the points it was fitted on
-    (`raysweep.analysis.GroupFit` is one)."""
+    (`raysweep.analysis.core.GroupFit` is one)."""
 
     label: str
     target: str

@@ -1,0 +1,1 @@
+"""Results as Arrow tables: the schemas, the one writer of each table, the reader, `show`."""
