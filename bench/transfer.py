@@ -1,59 +1,61 @@
-"""Zero-shot transfer in the synthetic world, with the engine's own training loops.
+"""Zero-shot transfer in the synthetic world, through the same runner as a sweep trial.
+
+Every run here is a trial: a plan built from a space (`tiny_scaling`'s stage settings, with the
+sizes and mixtures below) and run in this process by `raysweep.run.runner.run_local`, writing
+the same metrics table a sweep writes; the figures are read back from that table. Pretraining is
+a stored stage, so it runs once per size and every seed reuses it; the seeds vary the
+intermediate and target stages (head initialization, data order).
 
 Measures, with the tiny LLaMA sizes on CPU (one process, `torch.set_num_threads(1)` unless
 --threads says otherwise):
 1. zero-shot accuracy on syn_xnli in the non-English languages after pretrain -> target,
-   against chance (1/3), per size;
+   against chance (1/3), per size, and whether it rises at each size step (Welch's t-test over
+   seeds per step: with three sizes a rank correlation is +-1 by construction, so none is shown);
 2. the Spearman rank correlation between a language's distance from English and its zero-shot
-   accuracy (per-language means over sizes and seeds);
+   accuracy (per-language means over sizes and seeds; five languages);
 3. the effect of each English intermediate task on the mean zero-shot score (mean +- sd over
-   >= 3 seeds), against no intermediate task, at one size;
+   seeds) against no intermediate task, at one size, with Holm-corrected p-values over the
+   tasks compared;
 4. the mean zero-shot score per size.
 Then rewrites the README section between `<!-- transfer:start -->` and `<!-- transfer:end -->`.
 
-Pretraining is done once per size (seed 0) and shared; the seeds of figure 3 vary the
-intermediate and target training (initialization of the heads, data order).
-
-    python bench/transfer.py            # full run (about 15 min on 2 shared cores)
-    python bench/transfer.py --quick    # a smaller run (about 4 min), README not touched
+    python bench/transfer.py --seeds 5          # full run (README updated)
+    python bench/transfer.py --quick            # a smaller run, README not touched
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
+import yaml
 from scipy.stats import spearmanr, ttest_ind
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raysweep.data.experiment import INTERMEDIATE, TARGET, pretrain, transfer_run  # noqa: E402
-from raysweep.data.world import get_world, normalize_world  # noqa: E402
-from raysweep.model.task_model import TINY_CONFIGS  # noqa: E402
+from raysweep.data import get_world, normalize_world  # noqa: E402
+from raysweep.plan.build import build_plan  # noqa: E402
+from raysweep.results.tables import load  # noqa: E402
+from raysweep.run.runner import run_local  # noqa: E402
+from raysweep.spec import SPACES_DIR, NO_MIXTURE, SweepSpec, check  # noqa: E402
 
 START, END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 CHANCE = 1 / 3
+TARGET = "syn_xnli"
+SIZES = {"llama-tiny-xs": "tiny-xs", "llama-tiny-s": "tiny-s", "llama-tiny-m": "tiny-m"}
 
-# English intermediate mixtures compared in figure 3 (name -> mixture weights).
-MIXTURES = {
-    "none": {},
-    "syn_nli_en": {"syn_nli_en": 1.0},
-    "syn_hypernym": {"syn_hypernym": 1.0},
-    "syn_antonym": {"syn_antonym": 1.0},
-    "syn_script": {"syn_script": 1.0},
-    "syn_haslocation": {"syn_haslocation": 1.0},
-    "syn_random": {"syn_random": 1.0},
-    "syn_lexparity": {"syn_lexparity": 1.0},
-    "syn_lm_en": {"syn_lm_en": 1.0},
-}
-QUICK_MIXTURES = ("none", "syn_nli_en", "syn_random")
+# English intermediate tasks compared in figure 3 (each alone, weight 1).
+INTERMEDIATE_TASKS = ("syn_nli_en", "syn_hypernym", "syn_antonym", "syn_script",
+                      "syn_haslocation", "syn_random", "syn_lexparity", "syn_lm_en")
+QUICK_TASKS = ("syn_nli_en", "syn_random")
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -64,18 +66,67 @@ def fmt(m: float, s: float) -> str:
     return f"{100 * m:.1f} ± {100 * s:.1f}"
 
 
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error over the tests given)."""
+    order = sorted(pvalues, key=pvalues.get)
+    out, running = {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * pvalues[name]))
+        out[name] = running
+    return out
+
+
+def bench_space(args, tasks: tuple[str, ...]) -> SweepSpec:
+    """tiny_scaling's stages (one home for their settings), with the bench's sizes, mixtures
+    and intermediate budget."""
+    raw = yaml.safe_load((SPACES_DIR / "tiny_scaling.yaml").read_text())
+    raw["name"] = "transfer_bench"
+    raw["world"] = json.loads(args.world)
+    raw["models"] = [{"name": SIZES.get(s, s), "tiny": s} for s in args.sizes]
+    raw["stages"]["target"].update(tasks=[TARGET], eval_every=raw["stages"]["target"]["steps"])
+    raw["stages"]["intermediate"].update(steps=args.inter_steps)
+    raw["mixtures"] = {NO_MIXTURE: {}, **{t: {"tasks": {t: 1.0}} for t in tasks}}
+    raw["search"]["params"]["mixture"] = {"values": [NO_MIXTURE, *tasks]}
+    spec = SweepSpec.model_validate(raw)
+    check(spec, Path("bench/transfer.py"))
+    return spec
+
+
+def run(spec: SweepSpec, storage: Path, size: str, mixture: str, seed: int, args) -> dict:
+    """One trial through the runner; its per-language test scores from the metrics table."""
+    m = next(x for x in spec.models if x.tiny == size)
+    plan = build_plan(spec, m, {"lr_target": args.target_lr, "lr_intermediate": args.inter_lr,
+                                "mixture": mixture, "seed": seed})
+    trial_id = f"{m.name}-{mixture}-s{seed}"
+    sweep_dir = storage / spec.name
+    run_local(plan, storage, sweep_dir, trial_id)
+    t = load(sweep_dir, "metrics")
+    t = t.filter(pc.equal(t["trial_id"], trial_id))
+    rows = t.to_pylist()
+    scores = {r["language"]: r["value"] for r in rows if r["stage"] == "eval" and
+              r["split"] == "test" and r["metric"] == "score" and r["task"] == TARGET and
+              r["language"] != "all"}
+    walls = {}
+    for r in rows:
+        if r["split"] == "train" and r["wall_s"] is not None:
+            walls[r["stage"]] = max(walls.get(r["stage"], 0.0), r["wall_s"])
+    return {"scores": scores, "wall_s": walls, "n_params": plan.n_params,
+            "pretrain_steps": plan.stage("pretrain").steps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller run; README untouched")
-    ap.add_argument("--sizes", nargs="+", default=["llama-tiny-xs", "llama-tiny-s",
-                                                   "llama-tiny-m"])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES))
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--inter-size", default=None, help="size for figure 3 (default: largest)")
-    ap.add_argument("--mixtures", nargs="+", default=None)
-    ap.add_argument("--inter-steps", type=int, default=INTERMEDIATE["steps"])
-    ap.add_argument("--inter-lr", type=float, default=INTERMEDIATE["lr"])
+    ap.add_argument("--tasks", nargs="+", default=None, help="intermediate tasks of figure 3")
+    ap.add_argument("--inter-steps", type=int, default=200)
+    ap.add_argument("--inter-lr", type=float, default=2e-3)
+    ap.add_argument("--target-lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world", default="{}", help="world overrides, JSON")
+    ap.add_argument("--storage", default=None, help="stage store and tables (default: a temp dir)")
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
@@ -85,108 +136,140 @@ def main() -> None:
     if args.render:
         raw = json.loads(Path(args.render).read_text())
         w = get_world(raw["world"])
-        others = [c for c in w.codes if c != "en"]
-        section = render(raw, w, others, raw["args"], raw["inter_size"], raw["mixture_order"])
+        section = render(raw, w, [c for c in w.codes if c != "en"])
         print(section)
         if not args.no_readme and not raw["args"]["quick"]:
             write_readme(Path(args.readme), section)
         return
     torch.set_num_threads(args.threads)
-    world = normalize_world(json.loads(args.world))
+    tasks = tuple(args.tasks or (QUICK_TASKS if args.quick else INTERMEDIATE_TASKS))
+    spec = bench_space(args, tasks)
+    world = normalize_world(spec.world)
     w = get_world(world)
-    others = [c for c in w.codes if c != "en"]
-    seeds = list(range(2 if args.quick and args.seeds == 3 else args.seeds))
-    mixtures = args.mixtures or (QUICK_MIXTURES if args.quick else tuple(MIXTURES))
+    seeds = list(range(2 if args.quick and args.seeds == 5 else args.seeds))
     inter_size = args.inter_size or args.sizes[-1]
-    inter = dict(INTERMEDIATE, steps=args.inter_steps, lr=args.inter_lr)
+    storage = Path(args.storage or tempfile.mkdtemp(prefix="transfer-bench-"))
     t0 = time.perf_counter()
+    target = spec.stages.target
     raw: dict = {"world": world, "sizes": {}, "mixtures": {}, "settings": {
-        "pretrain_steps": {s: TINY_CONFIGS[s]["pretrain_steps"] for s in args.sizes},
-        "intermediate": inter, "target": TARGET, "seeds": seeds}}
+        "target": {"steps": target.steps, "lr": args.target_lr},
+        "intermediate": {"steps": args.inter_steps, "lr": args.inter_lr},
+        "batch_size": target.batch_size, "max_length": target.max_length, "seeds": seeds}}
 
-    # figures 1, 2, 4: pretrain -> target, per size and seed
-    pretrained = {}
-    for size in args.sizes:
-        t = time.perf_counter()
-        pretrained[size] = pretrain(size, world, seed=0)
-        pt = time.perf_counter() - t
+    def log(size, mixture, seed, r):
+        z = statistics.fmean(v for k, v in r["scores"].items() if k != "en")
+        print(f"[{time.perf_counter() - t0:6.0f}s] {size} {mixture} seed {seed}: en "
+              f"{r['scores']['en']:.3f} zero-shot {z:.3f}", flush=True)
+
+    for size in args.sizes:  # figures 1, 2, 4: pretrain -> target, per size and seed
         runs = []
         for seed in seeds:
-            r = transfer_run(size, world, seed=seed, pretrained=copy.deepcopy(pretrained[size]))
-            runs.append(r)
-            print(f"[{time.perf_counter() - t0:6.0f}s] {size} seed {seed}: en "
-                  f"{r.scores['en']:.3f} zero-shot {r.zero_shot:.3f} "
-                  + " ".join(f"{k}={v:.2f}" for k, v in r.scores.items() if k != "en"),
-                  flush=True)
-        raw["sizes"][size] = {"n_params": runs[0].n_params, "pretrain_s": pt,
-                              "target_s": statistics.fmean(r.times["target"] for r in runs),
-                              "runs": [r.scores for r in runs]}
-    raw["mixtures"]["none"] = raw["sizes"][inter_size]["runs"]
-
-    # figure 3: English intermediate tasks at one size
-    for name in mixtures:
-        if name == "none":
-            continue
-        runs = []
+            runs.append(run(spec, storage, size, NO_MIXTURE, seed, args))
+            log(size, NO_MIXTURE, seed, runs[-1])
+        raw["sizes"][size] = {"n_params": runs[0]["n_params"],
+                              "pretrain_steps": runs[0]["pretrain_steps"],
+                              "pretrain_s": runs[0]["wall_s"].get("pretrain", 0.0),
+                              "runs": [r["scores"] for r in runs]}
+    raw["mixtures"][NO_MIXTURE] = raw["sizes"][inter_size]["runs"]
+    for task in tasks:  # figure 3: English intermediate tasks at one size
+        raw["mixtures"][task] = []
         for seed in seeds:
-            r = transfer_run(inter_size, world, seed=seed, mixture=MIXTURES[name],
-                             pretrained=copy.deepcopy(pretrained[inter_size]), inter=inter)
-            runs.append(r.scores)
-            print(f"[{time.perf_counter() - t0:6.0f}s] {inter_size} +{name} seed {seed}: en "
-                  f"{r.scores['en']:.3f} zero-shot {r.zero_shot:.3f}", flush=True)
-        raw["mixtures"][name] = runs
+            r = run(spec, storage, inter_size, task, seed, args)
+            raw["mixtures"][task].append(r["scores"])
+            log(inter_size, task, seed, r)
     raw["wall_s"] = time.perf_counter() - t0
     raw["args"] = {"quick": args.quick, "threads": args.threads, "argv": sys.argv[1:]}
-    raw["inter_size"], raw["mixture_order"] = inter_size, list(mixtures)
+    raw["inter_size"], raw["mixture_order"] = inter_size, [NO_MIXTURE, *tasks]
 
-    section = render(raw, w, others, raw["args"], inter_size, mixtures)
+    section = render(raw, w, [c for c in w.codes if c != "en"])
     print(section)
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))
     if not args.quick and not args.no_readme:
         write_readme(Path(args.readme), section)
         print(f"README section rewritten: {args.readme}")
+    print(json.dumps(summary(raw, [c for c in w.codes if c != "en"])))
 
 
 def zs(scores: dict[str, float], others: list[str]) -> float:
     return statistics.fmean(scores[c] for c in others)
 
 
-def render(raw, w, others, args, inter_size, mixtures) -> str:
+def step_tests(raw, others) -> list[tuple[str, str, float, float]]:
+    """Each size step: (smaller, larger, difference of mean zero-shot, Welch p over seeds)."""
+    sizes = list(raw["sizes"])
+    out = []
+    for a, b in zip(sizes, sizes[1:]):
+        za = [zs(r, others) for r in raw["sizes"][a]["runs"]]
+        zb = [zs(r, others) for r in raw["sizes"][b]["runs"]]
+        p = ttest_ind(zb, za, equal_var=False).pvalue if len(za) > 1 else float("nan")
+        out.append((a, b, statistics.fmean(zb) - statistics.fmean(za), p))
+    return out
+
+
+def intermediate_tests(raw, others) -> dict[str, dict[str, float]]:
+    """Per intermediate task: mean and sd of zero-shot, difference to none, Welch p and its
+    Holm-adjusted value over all the tasks compared."""
+    base = [zs(r, others) for r in raw["mixtures"][NO_MIXTURE]]
+    out = {}
+    for name, runs in raw["mixtures"].items():
+        if name == NO_MIXTURE or not runs:
+            continue
+        z = [zs(r, others) for r in runs]
+        out[name] = {"mean": statistics.fmean(z), "sd": mean_sd(z)[1],
+                     "delta": statistics.fmean(z) - statistics.fmean(base),
+                     "p": ttest_ind(z, base, equal_var=False).pvalue if len(z) > 1 else 1.0}
+    for name, p in holm({n: d["p"] for n, d in out.items()}).items():
+        out[name]["p_holm"] = p
+    return out
+
+
+def summary(raw, others) -> dict:
+    """The bench's figures as one JSON object (its last printed line)."""
+    sizes = {s: statistics.fmean(zs(r, others) for r in d["runs"])
+             for s, d in raw["sizes"].items()}
+    tests = intermediate_tests(raw, others)
+    return {"zero_shot_by_size": sizes, "chance": CHANCE,
+            "size_steps": [{"from": a, "to": b, "delta": d, "p": p}
+                           for a, b, d, p in step_tests(raw, others)],
+            "intermediate": {n: {k: t[k] for k in ("delta", "p", "p_holm")}
+                             for n, t in tests.items()},
+            "seeds": len(raw["settings"]["seeds"]), "wall_s": raw["wall_s"]}
+
+
+def render(raw, w, others) -> str:
+    args, inter_size = raw["args"], raw["inter_size"]
     cmd = "python " + " ".join(["bench/transfer.py", *(a for a in args["argv"]
                                                         if not a.startswith("/tmp"))])
     cmd = cmd.replace(" --json", "")
-    inter = raw["settings"]["intermediate"]
+    st = raw["settings"]
+    inter, tgt = st["intermediate"], st["target"]
     lines = [
         "### Zero-shot transfer in the synthetic world (`bench/transfer.py`)",
         "",
-        f"Measured with `{cmd}` on CPU, {args['threads']} thread(s), "
-        f"{len(raw['settings']['seeds'])} seeds (target/intermediate seeds; one pretraining "
-        f"per size), in {raw['wall_s'] / 60:.1f} min. Target: `syn_xnli` (3 classes, chance "
-        f"33.3%), fine-tuned on English, evaluated zero-shot on test in "
-        f"{', '.join(others)}. Pretrain: `syn_corpus`; target {TARGET['steps']} steps at "
-        f"lr {TARGET['lr']}; intermediate {inter['steps']} steps at lr "
-        f"{inter['lr']}; batch 32, max_length 48. Accuracies in %, mean ± sd over "
-        "seeds.",
+        f"Measured with `{cmd}` on CPU, {args['threads']} thread(s), {len(st['seeds'])} seeds "
+        f"(target/intermediate seeds; one pretraining per size, shared through the stage "
+        f"store), in {raw['wall_s'] / 60:.1f} min; every run is a trial of the sweep runner "
+        f"(`run_local`). Target: `{TARGET}` (3 classes, chance 33.3%), fine-tuned on English, "
+        f"evaluated zero-shot on test in {', '.join(others)}. Pretrain: `syn_corpus`; target "
+        f"{tgt['steps']} steps at lr {tgt['lr']}; intermediate {inter['steps']} steps at lr "
+        f"{inter['lr']}; batch {st['batch_size']}, max_length {st['max_length']}. Accuracies "
+        "in %, mean ± sd over seeds.",
         "",
         "**1 and 4. Zero-shot accuracy by model size** (mean over non-English languages)",
         "",
         "| size | params | pretrain steps | pretrain s | English | zero-shot | above chance |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    means = []
     for size, d in raw["sizes"].items():
         en = mean_sd([r["en"] for r in d["runs"]])
         z = mean_sd([zs(r, others) for r in d["runs"]])
-        means.append(z[0])
-        lines.append(f"| {size} | {d['n_params'] / 1e6:.3f}M | "
-                     f"{raw['settings']['pretrain_steps'][size]} | {d['pretrain_s']:.0f} | "
-                     f"{fmt(*en)} | {fmt(*z)} | {100 * (z[0] - CHANCE):+.1f} |")
-    mono = all(b > a for a, b in zip(means, means[1:]))
-    rho_size = spearmanr(range(len(means)), means).statistic if len(means) > 2 else float("nan")
-    lines += ["", f"Mean zero-shot rises with size at every step: **{'yes' if mono else 'no'}** "
-                  f"(Spearman ρ(size rank, zero-shot) = {rho_size:.2f})."]
-    # figure 2
+        lines.append(f"| {size} | {d['n_params'] / 1e6:.3f}M | {d['pretrain_steps']} | "
+                     f"{d['pretrain_s']:.0f} | {fmt(*en)} | {fmt(*z)} | "
+                     f"{100 * (z[0] - CHANCE):+.1f} |")
+    steps = step_tests(raw, others)
+    lines += ["", "Size steps (Welch's t-test over seeds): " + "; ".join(
+        f"{a} → {b}: {100 * d:+.1f} points, p = {p:.3g}" for a, b, d, p in steps) + "."]
     per_lang = {c: statistics.fmean(r[c] for d in raw["sizes"].values() for r in d["runs"])
                 for c in others}
     largest = list(raw["sizes"])[-1]
@@ -204,37 +287,27 @@ def render(raw, w, others, args, inter_size, mixtures) -> str:
         lines.append(f"| {c} | {lg.anchor:.2f} | {lg.order} | {lg.adj_after} | "
                      f"{lg.inflection:.2f} | {lg.distance:.3f} | {100 * per_lang[c]:.1f} | "
                      f"{100 * per_lang_l[c]:.1f} |")
-    lines += ["", f"Spearman ρ(distance, zero-shot) = **{rho:.2f}** (all sizes), "
-                  f"{rho_l:.2f} ({largest})."]
-    # figure 3
-    base = [zs(r, others) for r in raw["mixtures"]["none"]]
-    b_m, b_s = mean_sd(base)
+    lines += ["", f"Spearman ρ(distance, zero-shot) over the {len(others)} languages = "
+                  f"**{rho:.2f}** (all sizes), {rho_l:.2f} ({largest})."]
+    base = [zs(r, others) for r in raw["mixtures"][NO_MIXTURE]]
+    en_base = mean_sd([r["en"] for r in raw["mixtures"][NO_MIXTURE]])
+    tests = intermediate_tests(raw, others)
     lines += ["", f"**3. English intermediate tasks** ({inter_size}; intermediate "
                   f"{inter['steps']} steps at lr {inter['lr']}, then target)", "",
-              "| intermediate | English | zero-shot | Δ vs none | Welch p | beyond noise |",
-              "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for name in mixtures:
-        runs = raw["mixtures"].get(name)
-        if not runs:
+              "| intermediate | English | zero-shot | Δ vs none | Welch p | Holm p | verdict |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+              f"| {NO_MIXTURE} | {fmt(*en_base)} | {fmt(*mean_sd(base))} | +0.0 | — | — | — |"]
+    for name in raw["mixture_order"]:
+        if name not in tests:
             continue
-        z = [zs(r, others) for r in runs]
-        m, s = mean_sd(z)
-        en = mean_sd([r["en"] for r in runs])
-        p = ttest_ind(z, base, equal_var=False).pvalue if name != "none" else float("nan")
-        beyond = "—" if name == "none" else (
-            "**up**" if m - b_m > b_s and p < 0.05 else
-            "**down**" if b_m - m > b_s and p < 0.05 else "no")
-        if beyond != "no" and abs(m - b_m) <= s:
-            beyond += " (not beyond its own sd)"
-        lines.append(f"| {name} | {fmt(*en)} | {fmt(m, s)} | {100 * (m - b_m):+.1f} | "
-                     f"{p:.3f} | {beyond} |" if name != "none" else
-                     f"| {name} | {fmt(*en)} | {fmt(m, s)} | +0.0 | — | — |")
-    lines += ["", "'beyond noise': the difference of means exceeds the seed-to-seed sd of "
-                  "the no-intermediate baseline *and* Welch's t-test over seeds gives p < 0.05; "
-                  "'(not beyond its own sd)' flags a task whose own seed sd is larger than "
-                  "the difference."]
-    if raw.get("notes"):
-        lines += [""] + [f"- {n}" for n in raw["notes"]]
+        t = tests[name]
+        en = mean_sd([r["en"] for r in raw["mixtures"][name]])
+        verdict = ("**helps**" if t["delta"] > 0 else "**hurts**") if t["p_holm"] < 0.05 \
+            else "no effect shown"
+        lines.append(f"| {name} | {fmt(*en)} | {fmt(t['mean'], t['sd'])} | "
+                     f"{100 * t['delta']:+.1f} | {t['p']:.3g} | {t['p_holm']:.3g} | {verdict} |")
+    lines += ["", f"Welch's t-test over seeds against `{NO_MIXTURE}`; Holm's correction over the "
+                  f"{len(tests)} tasks compared; a verdict needs Holm p < 0.05."]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""A small synthetic sweep with known laws, written through the real writer (`raysweep.results.tables`).
+"""A small synthetic sweep with known laws, written through the real writer
+(`raysweep.results.tables`).
 
 The layout and conventions are those of a real sweep: zero-shot test rows per (task, language)
 with the task's metrics and a `score`, per-task means over non-English languages
@@ -11,8 +12,10 @@ seeded noise, so tests can check what the analysis recovers:
 - a language gap, and an intermediate-training gain per (mixture, task) that shrinks with N and,
   for multilingual mixtures, grows for languages far from English.
 
-`write_sweep(path)` writes it and returns the `SweepTruth`. Also importable as a script:
-`python tests/sweep_fixture.py DIR` writes one for manual runs of `raysweep fit` or the notebook.
+`write_sweep(path)` writes it, with the space.json a launch records (the normalized
+`SweepSpec`, which says which learning rate is swept), and returns the `SweepTruth`. Also
+importable as a script: `python tests/sweep_fixture.py DIR` writes one for manual runs of
+`raysweep fit` or the notebook.
 """
 
 from __future__ import annotations
@@ -24,14 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
+from raysweep.results.best import SPACE_FILE
 from raysweep.results.tables import MetricsWriter, write_trial
+from raysweep.spec.names import NO_MIXTURE
+from raysweep.spec.space import SweepSpec
 
 SIZES = {"tiny": 10_000_000, "small": 30_000_000, "base": 100_000_000,
          "large": 300_000_000, "xl": 1_000_000_000}
 LRS = (1e-5, 3e-5, 1e-4)  # lr_target, the swept learning rate
-MIXTURES = {"none": "none", "mnli": "english", "squad": "english", "xnli-mt": "multilingual"}
+MIXTURES = {NO_MIXTURE: "none", "mnli": "english", "squad": "english", "xnli-mt": "multilingual"}
+MIXTURE_TASKS = {"mnli": "mnli", "squad": "squad", "xnli-mt": "xnli"}  # intermediate tasks
+LR_INTERMEDIATE = 2e-5  # one value: not swept
 LANGUAGES = ("en", "de", "zh", "sw")
 SEEDS = (0, 1)
+NON_ENGLISH = tuple(lang for lang in LANGUAGES if lang != "en")
 
 # task -> (category, metrics, (E, A, alpha) of the English error at the optimal lr)
 TASKS = {
@@ -44,7 +53,7 @@ LANGUAGE_GAP = {"en": 0.0, "de": 0.05, "zh": 0.08, "sw": 0.15}
 # Extra gain from a multilingual intermediate mixture on languages far from English.
 MULTILINGUAL_BOOST = {"en": 0.0, "de": 0.005, "zh": 0.01, "sw": 0.02}
 BASE_GAIN = {  # mixture -> task -> gain at N = 1e8
-    "none": {"xnli": 0.0, "pawsx": 0.0, "xquad": 0.0},
+    NO_MIXTURE: {"xnli": 0.0, "pawsx": 0.0, "xquad": 0.0},
     "mnli": {"xnli": 0.03, "pawsx": 0.02, "xquad": -0.005},
     "squad": {"xnli": 0.0, "pawsx": 0.005, "xquad": 0.04},
     "xnli-mt": {"xnli": 0.04, "pawsx": 0.015, "xquad": 0.01},
@@ -54,7 +63,8 @@ GAIN_SIZE_EXPONENT = 0.1  # gains shrink as (1e8 / N)^0.1
 # so each size's optimum is interpolated between grid points, not stuck at an edge.
 LR_C, LR_GAMMA = 3.16e-5 * 1e8**0.2, 0.2
 LR_PENALTY = 0.04  # score lost per (log lr - log lr*)^2
-NOISE = 0.004
+NOISE = 0.004  # on each (trial, task, language) score
+MEAN_NOISE = NOISE / np.sqrt(len(NON_ENGLISH))  # on a trial's language="all" score
 INTERMEDIATE_TOKENS = 50_000_000
 TARGET_TOKENS = 10_000_000
 
@@ -70,13 +80,6 @@ class SweepTruth:
     def lr_opt(self, n: float) -> float:
         return self.lr_c * n**-self.lr_gamma
 
-    def error_law(self, task: str, mixture: str = "none") -> tuple[float, float, float]:
-        """(E, A, alpha) of 1 - mean non-English test score at the best lr, ignoring the small
-        size dependence of the gain and the off-grid lr penalty."""
-        e, a, alpha = self.task_laws[task]
-        gap = np.mean([LANGUAGE_GAP[lang] for lang in LANGUAGES if lang != "en"])
-        return e + gap - BASE_GAIN[mixture][task], a, alpha
-
 
 def gain(mixture: str, task: str, language: str, n: float) -> float:
     boost = MULTILINGUAL_BOOST[language] if MIXTURES[mixture] == "multilingual" else 0.0
@@ -90,6 +93,22 @@ def clean_score(task: str, language: str, n: float, lr: float, mixture: str) -> 
                                                                               language, n)
 
 
+def clean_mean_score(task: str, n: float, lr: float, mixture: str = NO_MIXTURE) -> float:
+    """The noise-free language="all" test score: the mean over non-English languages."""
+    return float(np.mean([clean_score(task, lang, n, lr, mixture) for lang in NON_ENGLISH]))
+
+
+def clean_best_lr(task: str, n: float, mixture: str = NO_MIXTURE) -> float:
+    """The grid lr the English dev score picks without noise."""
+    return max(LRS, key=lambda lr: clean_score(task, "en", n, lr, mixture))
+
+
+def expected_gain(mixture: str, task: str, n: float) -> float:
+    """The noise-free language="all" gain of `mixture` over no intermediate training (the
+    penalty for an off-grid lr cancels: the gain does not depend on the lr)."""
+    return float(np.mean([gain(mixture, task, lang, n) for lang in NON_ENGLISH]))
+
+
 def _task_metrics(task: str, score: float) -> dict[str, float]:
     metrics = TASKS[task][1]
     if metrics == ("em", "f1"):  # the QA score is (EM + F1) / 2
@@ -100,12 +119,13 @@ def _task_metrics(task: str, score: float) -> dict[str, float]:
 def _write_trial(sweep_dir: Path, sweep: str, model: str, n: int, lr: float, mixture: str,
                  seed: int, rng: np.random.Generator, status: str = "done") -> None:
     trial_id = f"{model}-{mixture}-lr{lr:.0e}-s{seed}"
-    hparams = dict(lr_pretrain=3e-4, lr_intermediate=None if mixture == "none" else 2e-5,
+    hparams = dict(lr_pretrain=3e-4,
+                   lr_intermediate=None if mixture == NO_MIXTURE else LR_INTERMEDIATE,
                    lr_target=lr, mixture=mixture, mixture_kind=MIXTURES[mixture], seed=seed)
     writer = MetricsWriter(sweep_dir, trial_id, dict(sweep=sweep, trial_id=trial_id,
                                                      model=model, n_params=n, **hparams))
     pretrain_tokens = 20 * n
-    tokens = pretrain_tokens + (0 if mixture == "none" else INTERMEDIATE_TOKENS) + TARGET_TOKENS
+    tokens = pretrain_tokens + (0 if mixture == NO_MIXTURE else INTERMEDIATE_TOKENS) + TARGET_TOKENS
     flops = 6.0 * n * tokens
 
     # Pretraining is shared by every trial of a model: the same curve, Chinchilla-like.
@@ -143,8 +163,7 @@ def _write_trial(sweep_dir: Path, sweep: str, model: str, n: int, lr: float, mix
             writer.add(stage="eval", task=task, language="all", split="test", metric=name,
                        value=value, step=100, tokens=tokens, flops=flops, wall_s=1.0)
 
-    non_english = [lang for lang in LANGUAGES if lang != "en"]
-    task_all = {t: float(np.mean([test_scores[t, lang] for lang in non_english])) for t in TASKS}
+    task_all = {t: float(np.mean([test_scores[t, lang] for lang in NON_ENGLISH])) for t in TASKS}
     for task, score in task_all.items():
         add_aggregate(task, score, _task_metrics(task, score))
     add_aggregate("xtreme_r", float(np.mean(list(task_all.values()))))
@@ -167,12 +186,31 @@ def _write_trial(sweep_dir: Path, sweep: str, model: str, n: int, lr: float, mix
     ))
 
 
+def space(name: str, sizes: dict[str, int], seeds: tuple[int, ...]) -> SweepSpec:
+    """The space this sweep would have been launched from (validated as a launch validates its
+    YAML, less the task registry and resource checks: the tasks here are named, not run)."""
+    return SweepSpec.model_validate({
+        "name": name,
+        "models": [{"name": m, "hf": f"synthetic/{m}", "n_params": n} for m, n in sizes.items()],
+        "stages": {"intermediate": {"steps": 100}, "target": {"tasks": list(TASKS), "steps": 100}},
+        "mixtures": {m: {"tasks": {MIXTURE_TASKS[m]: 1.0} if m in MIXTURE_TASKS else {},
+                         "kind": kind} for m, kind in MIXTURES.items()},
+        "search": {"params": {"lr_target": {"values": list(LRS)},
+                              "lr_intermediate": {"values": [LR_INTERMEDIATE]},
+                              "mixture": {"values": list(MIXTURES)},
+                              "seed": {"values": list(seeds)}}},
+    })
+
+
 def write_sweep(path: str | Path, *, sizes: dict[str, int] | None = None,
                 seeds: tuple[int, ...] = SEEDS, seed: int = 0) -> SweepTruth:
     """Write the synthetic sweep under `path` (the sweep directory) and return its truth."""
     sweep_dir = Path(path)
     sizes = dict(SIZES if sizes is None else sizes)
     rng = np.random.default_rng(seed)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SPACE_FILE).write_text(json.dumps(space(sweep_dir.name, sizes, seeds).normalized,
+                                                   indent=1))
     for model, n in sizes.items():
         for lr in LRS:
             for mixture in MIXTURES:
@@ -181,7 +219,7 @@ def write_sweep(path: str | Path, *, sizes: dict[str, int] | None = None,
                                  rng)
     # One crashed trial with a bogus lr: its partial rows must be ignored.
     largest = max(sizes, key=sizes.get)
-    _write_trial(sweep_dir, sweep_dir.name, largest, sizes[largest], 3e-3, "none", seeds[0],
+    _write_trial(sweep_dir, sweep_dir.name, largest, sizes[largest], 3e-3, NO_MIXTURE, seeds[0],
                  rng, status="error")
     return SweepTruth(sweep_dir, sizes, LR_C, LR_GAMMA, {t: law for t, (_, _, law) in
                                                          TASKS.items()})

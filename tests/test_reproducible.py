@@ -7,7 +7,7 @@ import torch
 
 from raysweep.plan.build import build_plan
 from raysweep.results.tables import load
-from raysweep.spec.space import SweepSpec, load_space
+from raysweep.spec import SweepSpec, load_space
 from raysweep.run.runner import TrialRunner
 
 

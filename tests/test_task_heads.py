@@ -1,22 +1,28 @@
-"""The task heads on a tiny LLaMA: encode -> collate -> forward -> loss/backward -> predict, with
-the output shapes, label alignment and decoding checked; all offline (a WordLevel tokenizer built
-from the test text)."""
+"""The task heads (nn, `raysweep.model.heads`) and their encoders (`raysweep.tasks.encoding`) on a
+tiny LLaMA: encode -> collate -> forward -> loss/backward -> predict, with the output shapes,
+label alignment and decoding checked; all offline (a WordLevel tokenizer built from the test
+text)."""
 
 from __future__ import annotations
 
 import pickle
+import typing
 
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from raysweep.model.task_model import TaskModel, init_backbone, tiny_config
+from raysweep.model.args import tiny_args
+from raysweep.model.checkpoint import init_backbone
+from raysweep.model.heads import HEADS
+from raysweep.model.task_model import TaskModel
 from raysweep.tasks import metrics
 from raysweep.tasks.base import (
     Answer,
     Candidate,
     ChoiceExample,
+    HeadKind,
     PairExample,
     RetrievalExample,
     SpanQAExample,
@@ -26,15 +32,16 @@ from raysweep.tasks.base import (
     TaskDataError,
     TextExample,
 )
-from raysweep.tasks.heads import (
-    HEADS,
-    CausalLMHead,
-    MultipleChoiceHead,
+from raysweep.tasks.encoding import (
+    ENCODERS,
+    CausalLMEncoder,
+    MultipleChoiceEncoder,
     Ranking,
-    RetrievalHead,
-    SequenceClassificationHead,
-    SpanQAHead,
-    TokenClassificationHead,
+    RetrievalEncoder,
+    SequenceClassificationEncoder,
+    SpanQAEncoder,
+    TokenClassificationEncoder,
+    encoder_for,
 )
 
 torch.set_num_threads(1)
@@ -67,7 +74,7 @@ def tokenizer():
 
 
 def model_with(task: Task, tokenizer) -> TaskModel:
-    model = TaskModel(init_backbone(tiny_config("llama-tiny-xs", len(tokenizer)), 0))
+    model = TaskModel(init_backbone(tiny_args("llama-tiny-xs", len(tokenizer)), 0))
     model.add_head(task)
     return model
 
@@ -92,16 +99,27 @@ def train_steps(model, name, batch, steps=3) -> list[float]:
     return losses
 
 
-def run_eval(model, name, head, split, features, bs=2):
+def run_eval(model, name, encoder, split, features, bs=2):
     with torch.no_grad():
-        logits = [model(name, head.collate(features[i:i + bs], 0))
+        logits = [model(name, encoder.collate(features[i:i + bs], 0))
                   for i in range(0, len(features), bs)]
-    return logits, head.predict(split, features, logits)
+    return logits, encoder.predict(split, features, logits)
+
+
+def full_batch_logits(model, name, encoder, features):
+    """All features in one batch (padded to the longest), for comparison with run_eval's
+    batches of 2: padding must not change a prediction."""
+    with torch.no_grad():
+        return model(name, encoder.collate(features, 0))
 
 
 def test_registered_kinds():
-    assert set(HEADS) == {"seq_cls", "multiple_choice", "token_cls", "span_qa", "retrieval",
-                          "causal_lm"}
+    kinds = set(typing.get_args(HeadKind))
+    assert set(HEADS) == set(ENCODERS) == kinds == {
+        "seq_cls", "multiple_choice", "token_cls", "span_qa", "retrieval", "causal_lm"}
+    for kind in kinds:
+        assert HEADS[kind].kind == ENCODERS[kind].kind == kind
+        assert encoder_for(task("t", kind, "accuracy")) is ENCODERS[kind]
 
 
 def test_sequence_classification(tokenizer):
@@ -109,13 +127,16 @@ def test_sequence_classification(tokenizer):
     split = Split("t_cls", "train", "en", tuple(
         PairExample(str(i), TEXT[i % 5], TEXT[(i + 1) % 5], i % 3) for i in range(5)))
     model = model_with(t, tokenizer)
-    feats = SequenceClassificationHead.encode(split, tokenizer, 32)
-    batch = SequenceClassificationHead.collate(feats, 0)
+    feats = SequenceClassificationEncoder.encode(split, tokenizer, 32)
+    batch = SequenceClassificationEncoder.collate(feats, 0)
     assert model("t_cls", batch).shape == (5, 3)
     losses = train_steps(model, "t_cls", batch, steps=5)
     assert losses[-1] < losses[0]
-    _, preds = run_eval(model, "t_cls", SequenceClassificationHead, split, feats)
-    assert len(preds) == 5 and 0 <= metrics.accuracy(split, preds)["accuracy"] <= 1
+    _, preds = run_eval(model, "t_cls", SequenceClassificationEncoder, split, feats)
+    full = full_batch_logits(model, "t_cls", SequenceClassificationEncoder, feats)
+    assert preds == full.argmax(-1).tolist()
+    right = sum(p == ex.label for p, ex in zip(preds, split.examples))
+    assert metrics.accuracy(split, preds)["accuracy"] == right / 5
 
 
 def test_multiple_choice(tokenizer):
@@ -126,8 +147,8 @@ def test_multiple_choice(tokenizer):
         ChoiceExample("c", "who wrote the book ?", ("mary shelley", "the cat"), 0),
     ))
     model = model_with(t, tokenizer)
-    feats = MultipleChoiceHead.encode(split, tokenizer, 32)
-    batch = MultipleChoiceHead.collate(feats, 0)
+    feats = MultipleChoiceEncoder.encode(split, tokenizer, 32)
+    batch = MultipleChoiceEncoder.collate(feats, 0)
     assert batch["input_ids"].shape[:2] == (3, 3)
     assert batch["choice_mask"].tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 0]]
     logits = model("t_mc", batch)
@@ -135,8 +156,14 @@ def test_multiple_choice(tokenizer):
     assert logits[0, 2] < -1e30 and logits[2, 2] < -1e30  # the padded choice never wins
     losses = train_steps(model, "t_mc", batch, steps=5)
     assert losses[-1] < losses[0]
-    _, preds = run_eval(model, "t_mc", MultipleChoiceHead, split, feats)
-    assert len(preds) == 3 and preds[0] in (0, 1) and preds[1] in (0, 1, 2)
+    _, preds = run_eval(model, "t_mc", MultipleChoiceEncoder, split, feats)
+    # batches of 2 pad to 3 choices or not: the same argmax as over the full batch, where the
+    # padded choice (masked to the float minimum) never wins
+    full = full_batch_logits(model, "t_mc", MultipleChoiceEncoder, feats)
+    assert preds == full.argmax(-1).tolist()
+    # decoding reads only each example's own choices: a padded choice's huge logit is ignored
+    fake = torch.tensor([[0.0, 1.0, 9.0], [0.0, 0.0, 1.0], [2.0, 1.0, 9.0]])
+    assert MultipleChoiceEncoder.predict(split, feats, [fake]) == [1, 2, 0]
 
 
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
@@ -157,7 +184,7 @@ def test_token_classification(tokenizer):
     t = task("t_ner", "token_cls", "span_f1", num_labels=len(NER), label_names=NER)
     split = tagging_split()
     model = model_with(t, tokenizer)
-    feats = TokenClassificationHead.encode(split, tokenizer, 12)
+    feats = TokenClassificationEncoder.encode(split, tokenizer, 12)
     # The 28-word sentence is split into windows of whole words (11 word slots after <s>).
     assert [f["example_index"] for f in feats] == [0, 1, 1, 1, 2]
     for f in feats:
@@ -166,25 +193,27 @@ def test_token_classification(tokenizer):
     words = [w for f in feats if f["example_index"] == 1 for w in f["word_ids"] if w >= 0]
     assert words == list(range(28))
     assert feats[0]["labels"][1:] == [NER.index(x) for x in split.examples[0].tags]
-    batch = TokenClassificationHead.collate(feats, 0)
+    batch = TokenClassificationEncoder.collate(feats, 0)
     logits = model("t_ner", batch)
     assert logits.shape == (5, batch["input_ids"].shape[1], len(NER))
     losses = train_steps(model, "t_ner", batch, steps=5)
     assert losses[-1] < losses[0]
     # Decoding reads the first sub-token of each word: one-hot logits give back the gold tags.
     onehot = [torch.nn.functional.one_hot(batch["labels"].clamp(min=0), len(NER)).float()]
-    preds = TokenClassificationHead.predict(split, feats, onehot)
+    preds = TokenClassificationEncoder.predict(split, feats, onehot)
     assert preds == [ex.tags for ex in split.examples]
     assert metrics.span_f1(split, preds)["f1"] == 1.0
-    _, preds = run_eval(model, "t_ner", TokenClassificationHead, split, feats)
-    assert [len(p) for p in preds] == [9, 28, 1] and all(x in NER for p in preds for x in p)
+    _, preds = run_eval(model, "t_ner", TokenClassificationEncoder, split, feats)
+    full = full_batch_logits(model, "t_ner", TokenClassificationEncoder, feats)
+    assert preds == TokenClassificationEncoder.predict(split, feats, [full])
+    assert [len(p) for p in preds] == [9, 28, 1]
 
 
 def test_token_classification_unknown_tag(tokenizer):
     split = Split("t_ner", "train", "en", (TaggingExample("7", ("a",), ("B-MISC",)),),
                   label_names=NER)
     with pytest.raises(TaskDataError, match="B-MISC.*'tags'"):
-        TokenClassificationHead.encode(split, tokenizer, 12)
+        TokenClassificationEncoder.encode(split, tokenizer, 12)
 
 
 def qa_split(name="t_qa"):
@@ -204,7 +233,7 @@ def test_span_qa(tokenizer):
     t = task("t_qa", "span_qa", "squad")
     split = qa_split()
     model = model_with(t, tokenizer)
-    feats = SpanQAHead.encode(split, tokenizer, 24, doc_stride=6)
+    feats = SpanQAEncoder.encode(split, tokenizer, 24, doc_stride=6)
     assert len(feats) > 3  # the long context is windowed
     for f in feats:
         assert len(f["input_ids"]) <= 24 and len(f["offsets"]) == len(f["input_ids"])
@@ -214,7 +243,7 @@ def test_span_qa(tokenizer):
             assert ex.context[s:e] == ex.answers[0].text
     # every answerable question has a window with its answer
     assert {f["example_index"] for f in feats if f["start_position"]} == {0, 1}
-    batch = SpanQAHead.collate(feats, 0)
+    batch = SpanQAEncoder.collate(feats, 0)
     logits = model("t_qa", batch)
     assert logits.shape == (len(feats), batch["input_ids"].shape[1], 2)
     losses = train_steps(model, "t_qa", batch, steps=5)
@@ -227,14 +256,15 @@ def test_span_qa(tokenizer):
             fake[r, f["end_position"], 1] = 5.0
         elif f["example_index"] == 2:
             fake[r, 0] = 0.0  # the null (BOS) position beats every span
-    preds = SpanQAHead.predict(split, feats, [fake[:3], fake[3:]])
+    preds = SpanQAEncoder.predict(split, feats, [fake[:3], fake[3:]])
     assert preds[:2] == ["mary shelley", "paris"]
     assert preds[2] != ""  # squad v1: always a span
-    assert SpanQAHead.predict(split, feats, [fake], allow_null=True)[2] == ""
-    _, preds = run_eval(model, "t_qa", SpanQAHead, split, feats)
-    assert len(preds) == 3 and all(isinstance(p, str) for p in preds)
+    assert SpanQAEncoder.predict(split, feats, [fake], allow_null=True)[2] == ""
     m = metrics.squad(Split("t_qa", "validation", "en", split.examples[:2]), preds[:2])
-    assert set(m) == {"em", "f1"}
+    assert m == {"em": 1.0, "f1": 1.0}
+    _, preds = run_eval(model, "t_qa", SpanQAEncoder, split, feats)
+    full = full_batch_logits(model, "t_qa", SpanQAEncoder, feats)
+    assert preds == SpanQAEncoder.predict(split, feats, [full])
 
 
 def retrieval_split():
@@ -251,11 +281,11 @@ def test_retrieval(tokenizer):
     split = retrieval_split()
     model = model_with(t, tokenizer)
     assert list(model.heads["t_ret"].parameters()) == []
-    feats = RetrievalHead.encode(split, tokenizer, 32)
+    feats = RetrievalEncoder.encode(split, tokenizer, 32)
     assert [f["side"] for f in feats] == ["query"] * 3 + ["candidate"] * 5
     assert [f.get("candidate_index") for f in feats[3:]] == [0, 1, 2, 3, 4]
     assert all(f["pool_mask"][0] == 0 for f in feats)  # <s> is not pooled
-    logits, preds = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
+    logits, preds = run_eval(model, "t_ret", RetrievalEncoder, split, feats, bs=3)
     h = model.config.hidden_size
     assert [x.shape for x in logits] == [(3, h), (3, h), (2, h)]
     assert all(isinstance(p, Ranking) and len(p) == 5 for p in preds)
@@ -264,13 +294,17 @@ def test_retrieval(tokenizer):
     assert all(p.scores[0] == pytest.approx(1.0, abs=1e-5) for p in preds)
     assert list(preds[0].scores) == sorted(preds[0].scores, reverse=True)
     assert metrics.retrieval_accuracy(split, preds)["accuracy"] == 1.0
-    assert 0.5 <= metrics.map_at_20(split, preds)["map@20"] <= 1.0
+    # q0 and q2 have one gold, ranked first (AP 1); q1 has c0 first and c4 at rank r: AP@20 is
+    # the mean of the precisions at the hits, (1/1 + 2/r) / 2
+    r = preds[1].index("c4") + 1
+    assert metrics.map_at_20(split, preds)["map@20"] == pytest.approx((2 + (1 + 2 / r) / 2) / 3)
     back = pickle.loads(pickle.dumps(preds[1]))
     assert back == preds[1] and back.scores == preds[1].scores
     # a configurable layer: the embedding layer's (hidden_states[0]) differ from the final output
     model.heads["t_ret"].layer = 0
-    logits1, _ = run_eval(model, "t_ret", RetrievalHead, split, feats, bs=3)
-    assert logits1[0].shape == (3, model.config.hidden_size) and not torch.allclose(logits1[0], logits[0])
+    logits1, _ = run_eval(model, "t_ret", RetrievalEncoder, split, feats, bs=3)
+    assert logits1[0].shape == (3, model.config.hidden_size)
+    assert not torch.allclose(logits1[0], logits[0])
     with pytest.raises(NotImplementedError):
         model.heads["t_ret"].loss(logits[0], {})
 
@@ -279,11 +313,21 @@ def test_causal_lm(tokenizer):
     t = task("t_lm", "causal_lm", "perplexity")
     split = Split("t_lm", "train", "en", tuple(TextExample(str(i), s) for i, s in enumerate(TEXT)))
     model = model_with(t, tokenizer)
-    feats = CausalLMHead.encode(split, tokenizer, 16)
-    batch = CausalLMHead.collate(feats, 0)
+    feats = CausalLMEncoder.encode(split, tokenizer, 16)
+    batch = CausalLMEncoder.collate(feats, 0)
     assert model("t_lm", batch).shape == (*batch["input_ids"].shape, len(tokenizer))
-    train_steps(model, "t_lm", batch, steps=3)
-    _, preds = run_eval(model, "t_lm", CausalLMHead, split, feats)
+    losses = train_steps(model, "t_lm", batch, steps=3)
+    assert losses[-1] < losses[0]
+    _, preds = run_eval(model, "t_lm", CausalLMEncoder, split, feats)
     assert [n for _, n in preds] == [len(f["input_ids"]) - 1 for f in feats]
+    # The per-token NLL, computed here from one padded batch: every real token predicts the next
+    with torch.no_grad():
+        logits = model("t_lm", batch)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(),
+                                            reduction="none").view(len(feats), -1)
+    keep = mask[:, 1:].bool()
+    mean = (nll[keep].sum() / keep.sum()).item()
     m = metrics.perplexity(split, preds)
-    assert m["perplexity"] == pytest.approx(torch.tensor(m["nll"]).exp().item())
+    assert m["nll"] == pytest.approx(mean, rel=1e-5)
+    assert m["perplexity"] == pytest.approx(torch.tensor(mean).exp().item(), rel=1e-5)

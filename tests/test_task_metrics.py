@@ -5,12 +5,14 @@ The references are separate, literal transcriptions of the official evaluation c
 `mlqa_evaluation_v1.py`, XTREME-R's `average_precision_at_k` / Mewsli-X's `evaluate`, XTREME's
 BUCC `bucc_optimize` + `bucc_extract` + `bucc_f1`) or the `seqeval` package itself, written
 against the official data layouts (SQuAD-style JSON dicts, id -> prediction maps, label files),
-not against `raysweep`'s code.
+not against `raysweep`'s code. Perplexity is checked against token probabilities computed here
+(by hand, and from a numpy softmax of random logits).
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import random
 import re
 import string
@@ -21,6 +23,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from seqeval.metrics import f1_score as seqeval_f1
 from seqeval.metrics import precision_score as seqeval_precision
 from seqeval.metrics import recall_score as seqeval_recall
@@ -34,8 +38,9 @@ from raysweep.tasks.base import (
     SpanQAExample,
     Split,
     TaggingExample,
+    TextExample,
 )
-from raysweep.tasks.heads import Ranking
+from raysweep.tasks.encoding import Ranking
 
 TOL = 1e-9
 SEEDS = range(5)
@@ -502,8 +507,10 @@ def test_pos_f1_as_xtreme(seed):
     for k in ("f1", "precision", "recall"):
         assert abs(ours[k] * 100 - ref[k]) < TOL
     flat = [(a, b) for g, p in zip(gold, pred) for a, b in zip(g, p)]
-    assert abs(ours["accuracy"] - sum(a == b for a, b in flat) / len(flat)) < TOL
-    assert abs(metrics.token_accuracy(split, pred)["accuracy"] - ours["accuracy"]) < TOL
+    ref_accuracy = sum(a == b for a, b in flat) / len(flat)
+    assert 0 < ref_accuracy < 1  # the random data is not degenerate
+    assert abs(ours["accuracy"] - ref_accuracy) < TOL
+    assert abs(metrics.token_accuracy(split, pred)["accuracy"] - ref_accuracy) < TOL
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -528,6 +535,7 @@ def test_mlqa_language_aware(lang):
         ref = mlqa_evaluate(dataset, preds, lang)
         assert abs(ours["em"] * 100 - ref["exact_match"]) < TOL
         assert abs(ours["f1"] * 100 - ref["f1"]) < TOL
+        assert 0 < ref["exact_match"] < 100 and 0 < ref["f1"] < 100  # not degenerate
 
 
 def test_mlqa_differs_from_squad_where_it_should():
@@ -548,6 +556,7 @@ def test_squad_v2(seed):
     ref = v2_make_eval_dict(*v2_get_raw_scores(dataset, preds))
     assert abs(ours["em"] * 100 - ref["exact"]) < TOL
     assert abs(ours["f1"] * 100 - ref["f1"]) < TOL
+    assert 0 < ref["exact"] < 100 and 0 < ref["f1"] < 100  # not degenerate
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -634,6 +643,44 @@ def test_bucc_f1(seed):
     for k in ("f1", "precision", "recall"):
         assert abs(ours[k] * 100 - ref[k]) < TOL
     assert 0 < ours["f1"] < 1
+
+
+def test_perplexity_by_hand():
+    """Predicted-token probabilities 1/2 and 1/4 in one example, 1/8 in another, none in a
+    third: the NLL is the token-weighted mean (ln 2 + ln 4 + ln 8) / 3 = 2 ln 2 nats, and the
+    perplexity (2 * 4 * 8) ** (1/3) = 4. A per-example mean would give 2.25 ln 2 (or 1.5 ln 2
+    counting the empty example), exp in base 2 would give 2 ** (2 ln 2) = 2.61."""
+    split = Split("lm", "test", "en", tuple(TextExample(str(i), "x") for i in range(3)))
+    m = metrics.perplexity(split, [(math.log(2) + math.log(4), 2), (math.log(8), 1), (0.0, 0)])
+    assert m["nll"] == pytest.approx(2 * math.log(2), abs=TOL)
+    assert m["perplexity"] == pytest.approx(4.0, abs=TOL)
+    empty = metrics.perplexity(Split("lm", "test", "en", ()), [])
+    assert math.isnan(empty["nll"]) and math.isnan(empty["perplexity"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_perplexity_from_random_logits(seed):
+    """Predictions as the causal-LM head makes them (summed next-token cross-entropy, token
+    count) from random float64 logits; the reference is the geometric mean of 1 / p over all
+    tokens, p each target's softmax probability computed here in numpy."""
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    examples, preds, probs = [], [], []
+    for i in range(20):
+        n = rng.randint(0, 12)
+        logits = 3 * torch.randn(n, 50, generator=g, dtype=torch.float64)
+        targets = torch.randint(50, (n,), generator=g)
+        preds.append((float(F.cross_entropy(logits, targets, reduction="sum")), n))
+        z = logits.numpy()
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        probs += p[np.arange(n), targets.numpy()].tolist()
+        examples.append(TextExample(str(i), "x"))
+    probs = np.asarray(probs)
+    m = metrics.perplexity(Split("lm", "test", "en", tuple(examples)), preds)
+    assert abs(m["nll"] - float(-np.log(probs).mean())) < TOL
+    assert abs(m["perplexity"] / float(np.prod(probs ** (-1.0 / len(probs)))) - 1) < TOL
+    assert m["perplexity"] > 10  # far from 1: the comparison is not degenerate
 
 
 def test_primary_and_lengths():

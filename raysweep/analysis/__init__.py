@@ -1,4 +1,4 @@
-"""Analysis of a sweep's tables: the best-trial rule, gains, scaling fits, plots."""
-
-from raysweep.analysis.core import *  # noqa: F401,F403  (split into rooms next)
-from raysweep.analysis.core import InputError, Selection  # noqa: F401
+"""Analysis of a sweep's tables, one room per step: `points` (read a sweep or a results table),
+`gains` (intermediate-training gains, `gains.parquet`), `fits` (scaling fits per group,
+`fits.parquet`), `summary` (the printed table), `plots` (figures from those tables only) and
+`scaling` (the numerics). The best-trial rule is `raysweep.results.best`."""

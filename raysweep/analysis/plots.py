@@ -4,8 +4,10 @@ Figures are built on `matplotlib.figure.Figure` with an Agg canvas, not through 
 figure state, no backend switch at import (a notebook keeps its inline backend and can `display`
 these figures), and nothing leaks when many are drawn in a loop.
 
-Each `plot_*` function takes data already computed (`raysweep.analysis.scaling` fits, `raysweep.analysis.core`
-tables) and returns a Figure; `write_plots` draws the standard set for `raysweep fit --plot`.
+Plotting is kept apart from fitting (as marin does): each `plot_*` function takes what is
+already computed (`raysweep.analysis.fits` fits, the gains table of `raysweep.analysis.gains`)
+and returns a Figure, and nothing here fits or selects trials. `write_plots` draws the standard
+set for `raysweep fit --plot`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+import pyarrow as pa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep.analysis import core as analysis
 from raysweep.analysis import scaling
+from raysweep.analysis.fits import GroupFit
+from raysweep.analysis.gains import (Curve, Matrix, gain_by_kind, gain_by_language, gain_matrix,
+                                     headline_task)
 
 
 class FittedSeries(Protocol):
     """What a scaling plot draws: a label, a fit, and the points it was fitted on
-    (`raysweep.analysis.core.GroupFit` is one)."""
+    (`raysweep.analysis.fits.GroupFit` is one)."""
 
     label: str
     target: str
@@ -144,7 +149,7 @@ def plot_lr_law(series: Sequence[FittedSeries], *, title: str = "") -> Figure:
     return fig
 
 
-def plot_gain_heatmap(matrix: analysis.Matrix, *, title: str = "",
+def plot_gain_heatmap(matrix: Matrix, *, title: str = "",
                       scale: float = 100.0, unit: str = "points") -> Figure:
     """Gain from intermediate training per (intermediate mixture x target task), in points
     (x100), on a diverging scale centred at zero: the seed study's main figure."""
@@ -167,7 +172,7 @@ def plot_gain_heatmap(matrix: analysis.Matrix, *, title: str = "",
     return fig
 
 
-def plot_gain_by_kind(curves: Sequence[analysis.Curve], *, title: str = "",
+def plot_gain_by_kind(curves: Sequence[Curve], *, title: str = "",
                       scale: float = 100.0) -> Figure:
     """English vs multilingual intermediate gain per model size (mean +- standard error)."""
     fig = new_figure()
@@ -186,7 +191,7 @@ def plot_gain_by_kind(curves: Sequence[analysis.Curve], *, title: str = "",
     return fig
 
 
-def plot_gain_by_language(matrix: analysis.Matrix, *, title: str = "",
+def plot_gain_by_language(matrix: Matrix, *, title: str = "",
                           scale: float = 100.0) -> Figure:
     """Grouped bars: the gain per language, one bar per mixture kind."""
     fig = new_figure(max(4.0, 1.5 + 0.7 * len(matrix.columns)), 4.0)
@@ -212,9 +217,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "all"
 
 
-def _panels(fits: Sequence[analysis.GroupFit]) -> dict[tuple, list[analysis.GroupFit]]:
+def _panels(fits: Sequence[GroupFit]) -> dict[tuple, list[GroupFit]]:
     """One figure per form and group without its mixture: the mixtures are the series."""
-    panels: dict[tuple, list[analysis.GroupFit]] = {}
+    panels: dict[tuple, list[GroupFit]] = {}
     for f in fits:
         rest = tuple((k, v) for k, v in f.keys if k != "mixture")
         panels.setdefault((f.fit.name, rest), []).append(f)
@@ -231,14 +236,14 @@ class Series:
     data: scaling.Points
 
     @classmethod
-    def of_mixture(cls, group: analysis.GroupFit) -> Series:
+    def of_mixture(cls, group: GroupFit) -> Series:
         """A group's fit, named by its mixture only (the panel's title has the other keys)."""
         mixture = dict(group.keys).get("mixture")
         label = f"mixture={mixture}" if mixture is not None else group.label
         return cls(label, group.target, group.fit, group.data)
 
 
-def fit_figures(fits: Sequence[analysis.GroupFit]) -> dict[str, Figure]:
+def fit_figures(fits: Sequence[GroupFit]) -> dict[str, Figure]:
     """One figure per form and group without its mixture (the mixtures are the series), keyed
     by a file-name stem such as "power_law_task-xnli-language-all"."""
     figures = {}
@@ -255,27 +260,23 @@ def fit_figures(fits: Sequence[analysis.GroupFit]) -> dict[str, Figure]:
     return figures
 
 
-def write_plots(fits: Sequence[analysis.GroupFit], out_dir: str | Path,
-                points_all_languages: analysis.PointTable | None = None) -> list[Path]:
-    """Draw every fit (`fit_figures`) and, for a sweep with a mixture="none" baseline, the gain
-    heat map, the gain per size by mixture kind, and the gain by language. Returns the paths."""
+def write_plots(fits: Sequence[GroupFit], out_dir: str | Path,
+                gains: pa.Table | None = None) -> list[Path]:
+    """Draw every fit (`fit_figures`) and, from a sweep's gains table (`gains.parquet`), the
+    gain heat map, the gain per size by mixture kind, and the gain by language. Returns the
+    paths."""
     out_dir = Path(out_dir)
     written = [save(fig, out_dir / f"{stem}.png") for stem, fig in fit_figures(fits).items()]
-
-    points = points_all_languages
-    if points is not None and points.kind == "sweep":
-        mixtures = set(points.table["mixture"].to_pylist())
-        if "none" in mixtures and len(mixtures) > 1:
-            gains = analysis.intermediate_gains(points)
-            languages = set(gains["language"].to_pylist())
-            if "all" in languages:
-                written.append(save(plot_gain_heatmap(analysis.gain_matrix(gains)),
-                                    out_dir / "gain_heatmap.png"))
-                task = analysis.headline_task(gains["task"].to_pylist())
-                written.append(save(plot_gain_by_kind(analysis.gain_by_kind(gains, task=task),
-                                                      title=f"gain by mixture kind, {task}"),
-                                    out_dir / "gain_by_kind.png"))
-            if languages - {"all"}:
-                written.append(save(plot_gain_by_language(analysis.gain_by_language(gains)),
-                                    out_dir / "gain_by_language.png"))
+    if gains is None or gains.num_rows == 0:
+        return written
+    languages = set(gains["language"].to_pylist())
+    if "all" in languages:
+        written.append(save(plot_gain_heatmap(gain_matrix(gains)), out_dir / "gain_heatmap.png"))
+        task = headline_task(gains["task"].to_pylist())
+        written.append(save(plot_gain_by_kind(gain_by_kind(gains, task=task),
+                                              title=f"gain by mixture kind, {task}"),
+                            out_dir / "gain_by_kind.png"))
+    if languages - {"all"}:
+        written.append(save(plot_gain_by_language(gain_by_language(gains)),
+                            out_dir / "gain_by_language.png"))
     return written

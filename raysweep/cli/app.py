@@ -13,9 +13,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from raysweep.cli.data import check_data, data_app
 from raysweep.cli.fit import fit_command
+from raysweep.cli.predict import predict_command
 from raysweep.console import make_console
-from raysweep.spec.space import SpaceError, check_resources, load_space, local_resources
+from raysweep.spec import SpaceError, check_resources, load_space, local_resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ray-distributed hyperparameter and scaling sweeps.")
@@ -41,12 +43,14 @@ def launch(
     """Run a sweep: one Tuner per model size, each trial a Ray Train FSDP2 job."""
     try:
         spec, file = load_space(space)
+        if not dry_run:  # every dataset the trials read is there, before Ray starts
+            check_data(spec, file, space)
         if not dry_run and address is None:  # a local Ray: check against this machine now
             check_resources(spec, file, *local_resources(spec))
     except SpaceError as e:
         fail(str(e))
     if dry_run:
-        from raysweep.run.sweep import print_plan
+        from raysweep.plan.describe import print_plan
 
         print_plan(spec, console)
         return
@@ -92,6 +96,8 @@ def tasks() -> None:
 
 
 app.command("fit")(fit_command)
+app.command("predict")(predict_command)
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

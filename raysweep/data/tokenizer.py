@@ -15,7 +15,9 @@ from typing import Any
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from raysweep.data.world import BOS, EOS, PAD, SEP, UNK, get_world, normalize_world
+from raysweep.data.config import normalize_world
+from raysweep.data.grammar import BOS, EOS, PAD, SEP, UNK
+from raysweep.data.world import get_world
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,5 +1,11 @@
-"""FSDP2 for every model, in one place (as torchtitan's `parallelize`): shard each decoder layer,
-then the root. The root group holds what is left: embeddings, final norm and the task heads.
+"""Every model is wrapped in one place, in torchtitan's order (`parallelize_llama`): activation
+checkpointing per decoder layer, then torch.compile per decoder layer, then FSDP2 (each decoder
+layer, then the root; the root group holds what is left: embeddings, final norm and the heads).
+
+Checkpointing must wrap a layer before compile sees it (the recompute is then compiled too), and
+FSDP2 comes last so it shards the wrapped layers. `ParallelConfig` (in `raysweep.model.args`, so a
+plan can carry it) holds the settings; its defaults wrap nothing: fp32, no checkpointing, no
+compile, only the sharding.
 
 On CPU the mesh is a gloo mesh, on GPU nccl; `ray.train.torch.prepare_model(...,
 parallel_strategy="fsdp")` refuses CPU, so we call `fully_shard` ourselves.
@@ -9,9 +15,13 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    checkpoint_wrapper,
+)
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from raysweep.model.args import ParallelConfig
 from raysweep.model.task_model import TaskModel
 
 
@@ -23,13 +33,42 @@ def device_mesh() -> DeviceMesh | None:
     return init_device_mesh(device, (dist.get_world_size(),), mesh_dim_names=("dp",))
 
 
-def parallelize(model: TaskModel, mesh: DeviceMesh | None, bf16: bool = False) -> TaskModel:
-    """Shard `model` in place with FSDP2. Heads added after this call are not sharded, so add
-    every head first."""
-    if mesh is None:
-        return model
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
-        else MixedPrecisionPolicy()
+def parallelize(model: TaskModel, mesh: DeviceMesh | None,
+                cfg: ParallelConfig | None = None) -> TaskModel:
+    """Wrap `model` in place as `cfg` says (None: `ParallelConfig()`'s defaults), and shard it
+    with FSDP2 over `mesh` (a plain single process, mesh None, gets checkpointing and compile but
+    no sharding). Heads added after this call are not sharded, so add every head first."""
+    cfg = cfg or ParallelConfig()
+    if cfg.activation_checkpointing == "full":
+        apply_activation_checkpointing(model)
+    if cfg.compile:
+        apply_compile(model)
+    if mesh is not None:
+        apply_fsdp(model, mesh, cfg.precision)
+    return model
+
+
+def apply_activation_checkpointing(model: TaskModel) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (as
+    torchtitan's "full" AC). The wrapper's state-dict hooks strip its prefix, so checkpoints keep
+    their keys."""
+    layers = model.backbone.layers
+    for i, layer in enumerate(layers):
+        # No RNG state to restore: LLaMA layers have no dropout (as torchtitan).
+        layers[i] = checkpoint_wrapper(layer, preserve_rng_state=False)
+
+
+def apply_compile(model: TaskModel) -> None:
+    """torch.compile each decoder layer, as torchtitan does (small graphs; the backbone's
+    Python control flow stays eager). In place (`Module.compile`), so parameter names do not
+    change."""
+    for layer in model.backbone.layers:
+        layer.compile()
+
+
+def apply_fsdp(model: TaskModel, mesh: DeviceMesh, precision: str) -> None:
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if precision == "bf16" else MixedPrecisionPolicy())
     layers = list(model.backbone.layers)
     # Resharding after forward frees each layer's gathered parameters until backward needs them
     # again, at the price of a second all-gather per layer per step: the right trade on GPUs,
@@ -41,4 +80,3 @@ def parallelize(model: TaskModel, mesh: DeviceMesh | None, bf16: bool = False) -
         fully_shard(layer, mesh=mesh, mp_policy=mp,
                     reshard_after_forward=reshard and i < len(layers) - 1)
     fully_shard(model, mesh=mesh, mp_policy=mp)
-    return model

@@ -1,7 +1,7 @@
 """Readable summaries of a sweep's tables (what `raysweep show` prints).
 
-"Best" follows XTREME's protocol: the trial chosen by English dev score (the `objective`),
-then its zero-shot test scores are reported.
+"Best" is the one rule in `raysweep.results.best` (XTREME's protocol: the finished trial with the
+best English dev score, the `objective`); its zero-shot test scores are reported.
 """
 
 from __future__ import annotations
@@ -11,24 +11,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 from rich.table import Table
 
+from raysweep.results.best import best_trials
 from raysweep.results.tables import load
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def best_trials(sweep_dir: Path) -> dict[tuple[str, str], dict]:
-    """(model, mixture) -> the finished trial with the best objective."""
-    trials = load(sweep_dir, "trials").to_pylist()
-    best: dict[tuple[str, str], dict] = {}
-    for t in trials:
-        if t["status"] != "done" or t["objective"] is None:
-            continue
-        k = (t["model"], t["mixture"])
-        if k not in best or t["objective"] > best[k]["objective"]:
-            best[k] = t
-    return dict(sorted(best.items(), key=lambda kv: (kv[1]["n_params"], kv[0][1])))
 
 
 def best_tables(sweep_dir: Path) -> list[Table]:

@@ -62,6 +62,7 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("n_params", pa.int64()),
         *HPARAM_FIELDS,
         pa.field("workers", pa.int64()),  # Train workers (FSDP2 ranks) the trial ran on
+        pa.field("node_id", pa.string()),  # the Ray node of its rank 0 (null: not on Ray)
         pa.field("status", pa.string()),  # done | error | stopped
         pa.field("error", pa.string()),
         pa.field("objective", pa.float64()),  # the search metric (English dev score)
@@ -75,6 +76,9 @@ TRIALS_SCHEMA = pa.schema(
 )
 
 TABLES = {"metrics": METRICS_SCHEMA, "trials": TRIALS_SCHEMA}
+
+# A trial's final status in the trials table.
+DONE, STOPPED, ERROR = "done", "stopped", "error"
 
 
 def atomic_write(table: pa.Table, path: Path) -> Path:

@@ -7,7 +7,6 @@ Within a size, the space's search runs: a grid, or Optuna TPE, optionally under 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -15,25 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from raysweep.console import make_console
-from raysweep.plan.build import build_plan, eval_languages, n_params
-from raysweep.results.tables import load, write_trial
-from raysweep.spec.space import SpaceError, SweepSpec, check_resources
-
-
-def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The trials of a grid search (one repeat), in order."""
-    keys = list(spec.search.params)
-    values = [spec.search.params[k].values for k in keys]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-def trials_per_size(spec: SweepSpec) -> int:
-    if spec.search.algorithm == "grid":
-        return len(grid_points(spec)) * spec.search.num_samples
-    return spec.search.num_samples
+from raysweep.plan.build import n_params
+from raysweep.plan.grid import trials_per_size
+from raysweep.results.best import SPACE_FILE
+from raysweep.spec import SpaceError, SweepSpec, check_resources
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -57,51 +43,6 @@ def max_concurrent(spec: SweepSpec, cluster_cpus: int) -> int:
     return max(1, cluster_cpus // per_trial)
 
 
-def print_plan(spec: SweepSpec, console: Console) -> None:
-    """What `--dry-run` shows: per size, the trials, their stages and store keys, resources.
-
-    A grid shows every trial with its keys. Optuna draws its trials as results arrive, so
-    there the rows are the space's categorical choices (mixture x seed), with the ranges."""
-    from rich.markup import escape
-
-    console.print(f"[bold]{spec.name}[/]: {len(spec.models)} model sizes x "
-                  f"{trials_per_size(spec)} trials per size ({spec.search.algorithm}"
-                  f"{', ASHA' if spec.search.scheduler.name == 'asha' else ''})")
-    targets = spec.stages.target.tasks
-    languages = sum(len(v) for v in eval_languages(spec).values())
-    console.print(f"targets: {', '.join(targets)} ({languages} task-languages evaluated)")
-    params = spec.search.params
-    ranges = {k: p.loguniform for k, p in params.items() if p.loguniform is not None}
-    if spec.search.algorithm == "grid":
-        points = grid_points(spec) * spec.search.num_samples
-    else:
-        cats = {k: p.values for k, p in params.items() if p.values is not None}
-        points = [dict(zip(cats, combo)) for combo in itertools.product(*cats.values())]
-    for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
-        gpus = spec.workers(m) * spec.gpus_per_worker(m)
-        table = Table(title=f"{m.name}: {n_params(spec, m):,} params, {spec.workers(m)} workers "
-                      f"x {spec.cpus_per_worker(m)} CPU" + (f" x 1 GPU = {gpus} GPUs per trial"
-                                                             if gpus else ""))
-        for col in ("trial", "hyperparameters", "stages (store key)"):
-            table.add_column(col)
-        for i, point in enumerate(points):
-            # Keys of stages under a searched lr are only known once Optuna draws it.
-            sample = {**{k: (lo * hi) ** 0.5 for k, (lo, hi) in ranges.items()}, **point}
-            plan = build_plan(spec, m, sample)
-            stages = " -> ".join(_stage_label(s, ranges) for s in plan.stages)
-            shown = {**point, **{k: f"loguniform{tuple(v)}" for k, v in ranges.items()}}
-            table.add_row(str(i), escape(json.dumps(shown)), escape(stages))
-        console.print(table)
-
-
-def _stage_label(stage, searched: dict) -> str:
-    if not stage.stored:
-        return stage.name
-    if f"lr_{stage.name}" in searched:  # its key depends on the lr Optuna draws
-        return f"{stage.name}(key per lr)"
-    return f"{stage.name}({stage.key[:8]})"
-
-
 @dataclass
 class Launch:
     sweep_dir: Path
@@ -123,11 +64,25 @@ RAY_ENV = {
 def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Path) -> None:
     """A sweep directory holds one space's results: relaunching the same space resumes it, and
     another space must not mix its rows into it (or overwrite its space.json)."""
-    recorded = sweep_dir / "space.json"
+    recorded = sweep_dir / SPACE_FILE
     if recorded.exists() and json.loads(recorded.read_text()) != spec.normalized:
         raise SpaceError(file, "name", f"the sweep directory {sweep_dir} holds a sweep of another "
                          "space (its space.json differs); allowed: the same space, to resume it, "
                          "or another --name / --storage")
+
+
+def use_cluster_token() -> bool:
+    """Ray 2.60 starts a `ray start` cluster with token authentication whenever a token exists
+    (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or ~/.ray/auth_token), but a driver that connects
+    sends its token only under `RAY_AUTH_MODE=token`: without it the launch dies with
+    InvalidAuthToken. So a driver that has a token and no stated mode uses the token."""
+    if "RAY_AUTH_MODE" in os.environ:  # the user's choice stands
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
 
 
 def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
@@ -137,6 +92,7 @@ def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
         return
     runtime_env = {"env_vars": RAY_ENV}
     if address:
+        use_cluster_token()
         ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env)
     else:  # the embedded default: a local Ray on this machine, with its dashboard (see README)
         ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=True,
@@ -152,7 +108,8 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     from ray.tune.search.optuna import OptunaSearch
 
     from raysweep.run.progress import Progress
-    from raysweep.run.trial import run_trial, trial_row
+    from raysweep.run.record import RecordTrials
+    from raysweep.run.trial import run_trial
 
     console = console or make_console()
     storage = Path(storage).resolve()
@@ -164,7 +121,7 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     cluster = ray.cluster_resources()
     cpus, gpus = int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
     check_resources(spec, file, cpus, gpus)  # the cluster we really have (names: checked at load)
-    (sweep_dir / "space.json").write_text(json.dumps(spec.normalized, indent=1))
+    (sweep_dir / SPACE_FILE).write_text(json.dumps(spec.normalized, indent=1))
     errors = 0
     for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
         console.print(f"[bold]{m.name}[/] ({n_params(spec, m):,} params): "
@@ -188,7 +145,8 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
         )
         run_config = tune.RunConfig(
             name=f"{name}-{m.name}", storage_path=str(storage / "tune"), verbose=0,
-            callbacks=[Progress(m.name, trials_per_size(spec), s.mode)],
+            callbacks=[Progress(m.name, trials_per_size(spec), s.mode),
+                       RecordTrials(spec, m.name, str(sweep_dir))],
             failure_config=tune.FailureConfig(max_failures=0),
         )
         experiment = storage / "tune" / f"{name}-{m.name}"
@@ -199,18 +157,5 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
         else:
             tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                                run_config=run_config)
-        grid = tuner.fit()
-        # Trials that Tune stopped (ASHA) or that failed never wrote their row.
-        have = set(load(sweep_dir, "trials").column("trial_id").to_pylist())
-        for r in grid:
-            trial_id = (r.metrics or {}).get("trial_id")
-            if r.error:
-                errors += 1
-            if trial_id and trial_id not in have:
-                plan = build_plan(spec, m, dict(r.config))
-                write_trial(sweep_dir, trial_row(plan, trial_id, "error" if r.error else "stopped",
-                                                 r.metrics, str(r.error) if r.error else None, 0.0))
+        errors += sum(1 for r in tuner.fit() if r.error)
     return Launch(sweep_dir, errors)
-
-
-__all__ = ["Launch", "SpaceError", "launch", "print_plan", "grid_points", "param_space"]

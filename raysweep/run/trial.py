@@ -8,27 +8,8 @@ its finished stages).
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from raysweep.plan.build import TrialPlan
-
-
-def trial_row(plan: TrialPlan, trial_id: str, status: str, metrics: dict[str, Any] | None,
-              error: str | None, wall_s: float) -> dict[str, Any]:
-    metrics = metrics or {}
-    return {
-        "sweep": plan.sweep, "trial_id": trial_id, "model": plan.model,
-        "n_params": plan.n_params, **plan.hparam_columns(),
-        "workers": plan.workers, "status": status, "error": error, "objective": metrics.get("objective"),
-        "zero_shot": metrics.get("zero_shot"),
-        "stage_keys": json.dumps({s.name: s.key for s in plan.stages}),
-        "reused_stages": json.dumps([r for r in str(metrics.get("reused", "")).split(",") if r]),
-        "config": json.dumps(plan.params, sort_keys=True), "wall_s": wall_s,
-        "finished_at": datetime.now(timezone.utc),
-    }
 
 
 def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: str,
@@ -56,12 +37,13 @@ def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: 
 def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str,
               sweep_dir: str) -> None:
     """The Tune function trainable. `config` holds the searched hyperparameters; `plan_base`
-    the serialized space and model (bound with `tune.with_parameters`)."""
+    the serialized space and model (bound with `tune.with_parameters`). The trial's row is
+    written by the driver when Tune sees the trial end (`raysweep.run.record`)."""
     import ray.tune
 
     from raysweep.plan.build import build_plan
-    from raysweep.spec.space import SweepSpec
     from raysweep.run.runner import train_worker
+    from raysweep.spec import SweepSpec
 
     spec = SweepSpec.model_validate(plan_base["spec"])
     plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))
@@ -73,7 +55,4 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
         name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,
     )
-    # Rank 0 writes the trial's row when its stages are done. A trial that fails or that ASHA
-    # stops gets its row from the sweep, which knows from Tune which of the two it was (a stop
-    # also surfaces here as an exception, so this function cannot tell).
     trainer.fit()

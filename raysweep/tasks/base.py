@@ -3,7 +3,7 @@
 Every task, real (XNLI read from its HF schema) or synthetic (the offline world), is seen by the
 engine only through this module: a `Task` says which head and metric it needs, and `Task.load`
 returns a `Split` of canonical examples. Tokenization happens later, in the head's encoder
-(`raysweep.tasks.heads`), with the model's own tokenizer.
+(`raysweep.tasks.encoding`), with the model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ class Split:
     """One (task, split, language) slice. `candidates` is the retrieval pool (retrieval only)."""
 
     task: str
-    split: str
-    language: str
+    split: str  # train | validation | test
+    language: str  # ISO code, or "all" for a training stream pooled over languages
     examples: tuple[Example, ...]
     candidates: tuple[Candidate, ...] = ()
     # The tag inventory, where the data defines it (CCG's tags_to_id.json); else the task's.

@@ -28,13 +28,68 @@ from __future__ import annotations
 
 from raysweep.tasks.base import DataContext, PairExample, Split, Task
 from raysweep.tasks.registry import register
-from raysweep.tasks.sources import check_split, hf_rows
+from raysweep.tasks.sources import HFData, all_of, check_split, hf_rows
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur",
                   "vi", "zh")
 PAWSX_LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
 ANLI_ROUNDS = ("r1", "r2", "r3")
+SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+PAIR_FIELDS = ("premise", "hypothesis", "label")
+
+
+# --- where each task's data lives (read by the loaders and by `raysweep data`) ------------------
+
+
+def _xnli(task: Task, split: str, language: str) -> HFData:
+    return HFData("xnli", language, check_split(task, split, SPLITS), "facebook/xnli",
+                  PAIR_FIELDS)
+
+
+def _pawsx(task: Task, split: str, language: str) -> HFData:
+    return HFData("pawsx", language, check_split(task, split, SPLITS),
+                  "google-research-datasets/paws-x", ("id", "sentence1", "sentence2", "label"))
+
+
+def _mnli(hf_split: str) -> HFData:
+    return HFData("mnli", "mnli", hf_split, "nyu-mll/glue", PAIR_FIELDS + ("idx",))
+
+
+def _snli(hf_split: str) -> HFData:
+    return HFData("snli", "plain_text", hf_split, "stanfordnlp/snli", PAIR_FIELDS)
+
+
+def _anli_rounds(task: Task, split: str) -> list[HFData]:
+    prefix = check_split(task, split, {"train": "train", "validation": "dev", "test": "test"})
+    return [HFData("anli", "plain_text", f"{prefix}_{r}", "facebook/anli",
+                   ("uid",) + PAIR_FIELDS) for r in ANLI_ROUNDS]
+
+
+def _qqp(task: Task, split: str) -> HFData:
+    return HFData("qqp", "qqp", check_split(task, split, {"train": "train",
+                                                          "validation": "validation"}),
+                  "nyu-mll/glue", ("question1", "question2", "label", "idx"))
+
+
+MNLI_SPLITS = {"train": "train", "validation": "validation_matched",
+               "validation_mismatched": "validation_mismatched"}
+
+FILES = {
+    "xnli": lambda t, s, lang: all_of(_xnli(t, s, lang)),
+    "xnli_translate_train": lambda t, s, lang: all_of(_xnli(t, s, lang)),
+    "pawsx": lambda t, s, lang: all_of(_pawsx(t, s, lang)),
+    "pawsx_translate_train": lambda t, s, lang: all_of(_pawsx(t, s, lang)),
+    "mnli": lambda t, s, lang: all_of(_mnli(check_split(t, s, MNLI_SPLITS))),
+    "snli": lambda t, s, lang: all_of(_snli(check_split(t, s, SPLITS))),
+    "anli": lambda t, s, lang: all_of(*_anli_rounds(t, s)),
+    "anli_plus": lambda t, s, lang: all_of(*_anli_rounds(t, s), *(
+        (_snli("train"), _mnli("train")) if s == "train" else ())),
+    "qqp": lambda t, s, lang: all_of(_qqp(t, s)),
+}
+
+
+# --- loaders -----------------------------------------------------------------------------------
 
 
 def _pairs(task: Task, split: str, language: str, rows, a: str, b: str, prefix: str = "",
@@ -50,64 +105,36 @@ def _pairs(task: Task, split: str, language: str, rows, a: str, b: str, prefix: 
 
 
 def _load_xnli(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation",
-                                         "test": "test"})
-    rows = hf_rows(task, split, language, ctx, dirname="xnli", config=language,
-                   hf_split=hf_split, hub_id="facebook/xnli",
-                   fields=("premise", "hypothesis", "label"))
+    rows = hf_rows(task, split, language, ctx, _xnli(task, split, language))
     ex = _pairs(task, split, language, rows, "premise", "hypothesis", f"xnli-{language}-{split}-")
     return Split(task.name, split, language, tuple(ex))
 
 
 def _load_pawsx(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation",
-                                         "test": "test"})
-    rows = hf_rows(task, split, language, ctx, dirname="pawsx", config=language,
-                   hf_split=hf_split, hub_id="google-research-datasets/paws-x",
-                   fields=("id", "sentence1", "sentence2", "label"))
+    rows = hf_rows(task, split, language, ctx, _pawsx(task, split, language))
     ex = _pairs(task, split, language, rows, "sentence1", "sentence2", f"pawsx-{language}-",
                 id_field="id")
     return Split(task.name, split, language, tuple(ex))
 
 
-def _mnli_rows(task, split, language, ctx, hf_split):
-    return hf_rows(task, split, language, ctx, dirname="mnli", config="mnli", hf_split=hf_split,
-                   hub_id="nyu-mll/glue", fields=("premise", "hypothesis", "label", "idx"))
-
-
-def _snli_rows(task, split, language, ctx, hf_split):
-    return hf_rows(task, split, language, ctx, dirname="snli", config="plain_text",
-                   hf_split=hf_split, hub_id="stanfordnlp/snli",
-                   fields=("premise", "hypothesis", "label"))
-
-
-def _anli_rows(task, split, language, ctx, hf_split):
-    return hf_rows(task, split, language, ctx, dirname="anli", config="plain_text",
-                   hf_split=hf_split, hub_id="facebook/anli",
-                   fields=("uid", "premise", "hypothesis", "label"))
-
-
 def _load_mnli(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation_matched",
-                                         "validation_mismatched": "validation_mismatched"})
-    rows = _mnli_rows(task, split, language, ctx, hf_split)
+    hf_split = check_split(task, split, MNLI_SPLITS)
+    rows = hf_rows(task, split, language, ctx, _mnli(hf_split))
     ex = _pairs(task, split, language, rows, "premise", "hypothesis", f"mnli-{hf_split}-", "idx")
     return Split(task.name, split, language, tuple(ex))
 
 
 def _load_snli(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation",
-                                         "test": "test"})
-    rows = _snli_rows(task, split, language, ctx, hf_split)
+    hf_split = check_split(task, split, SPLITS)
+    rows = hf_rows(task, split, language, ctx, _snli(hf_split))
     ex = _pairs(task, split, language, rows, "premise", "hypothesis", f"snli-{hf_split}-")
     return Split(task.name, split, language, tuple(ex))
 
 
 def _anli_examples(task, split, language, ctx) -> list[PairExample]:
-    prefix = check_split(task, split, {"train": "train", "validation": "dev", "test": "test"})
     ex: list[PairExample] = []
-    for r in ANLI_ROUNDS:  # all three rounds, as ANLI is used in the seed study
-        rows = _anli_rows(task, split, language, ctx, f"{prefix}_{r}")
+    for src in _anli_rounds(task, split):  # all three rounds, as ANLI is used in the seed study
+        rows = hf_rows(task, split, language, ctx, src)
         ex += _pairs(task, split, language, rows, "premise", "hypothesis", "anli-", "uid")
     return ex
 
@@ -121,19 +148,18 @@ def _load_anli_plus(task: Task, split: str, language: str, ctx: DataContext) -> 
     are ANLI's (R1-R3)."""
     ex = _anli_examples(task, split, language, ctx)
     if split == "train":
-        snli = _pairs(task, split, language, _snli_rows(task, split, language, ctx, "train"),
+        snli = _pairs(task, split, language, hf_rows(task, split, language, ctx, _snli("train")),
                       "premise", "hypothesis", "snli-train-")
-        mnli = _pairs(task, split, language, _mnli_rows(task, split, language, ctx, "train"),
+        mnli = _pairs(task, split, language, hf_rows(task, split, language, ctx, _mnli("train")),
                       "premise", "hypothesis", "mnli-train-", "idx")
         ex = snli + mnli + ex
     return Split(task.name, split, language, tuple(ex))
 
 
 def _load_qqp(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation"})
-    rows = hf_rows(task, split, language, ctx, dirname="qqp", config="qqp", hf_split=hf_split,
-                   hub_id="nyu-mll/glue", fields=("question1", "question2", "label", "idx"))
-    ex = _pairs(task, split, language, rows, "question1", "question2", f"qqp-{hf_split}-", "idx")
+    src = _qqp(task, split)
+    rows = hf_rows(task, split, language, ctx, src)
+    ex = _pairs(task, split, language, rows, "question1", "question2", f"qqp-{src.split}-", "idx")
     return Split(task.name, split, language, tuple(ex))
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from raysweep.tasks.base import DataContext, Split, Task, TextExample
 from raysweep.tasks.registry import register
-from raysweep.tasks.sources import check_split, local_dir, missing_data
+from raysweep.tasks.sources import FileData, all_of, check_split, local_dir, missing_data
 
 # Every XTREME-R language.
 LM_LANGUAGES = ("af", "ar", "az", "bg", "bn", "de", "el", "en", "es", "et", "eu", "fa", "fi",
@@ -43,11 +43,26 @@ def _documents(path: Path) -> Iterator[str]:
             yield "\n".join(doc)
 
 
-def _load_lm(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+# CC-100's file names, where they are not the language code.
+CC100_NAMES = {"zh": "zh-Hans"}
+
+
+def _corpus(task: Task, split: str, language: str) -> FileData:
+    """Both splits are one file. `raysweep data prepare` keeps the first MAX_DOCUMENTS
+    documents of CC-100's <lang>.txt.xz (all the loader reads; English alone is 82 GB)."""
     check_split(task, split, {"train": "train", "validation": "validation"})
+    url = f"https://data.statmt.org/cc-100/{CC100_NAMES.get(language, language)}.txt.xz"
+    return FileData((f"multilingual_lm/{language}.txt", f"multilingual_lm/{language}.txt.xz"),
+                    "text", f"{url}#documents={MAX_DOCUMENTS}")
+
+
+FILES = {"multilingual_lm": lambda t, s, lang: all_of(_corpus(t, s, lang))}
+
+
+def _load_lm(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    corpus = _corpus(task, split, language)
     root = local_dir(ctx, "multilingual_lm")
-    path = next((p for p in ((root / f"{language}.txt"), (root / f"{language}.txt.xz"))
-                 if p.exists()), None) if root is not None else None
+    path = corpus.path(ctx.data_dir)
     if path is not None:
         docs: Iterator[str] = _documents(path)
     elif ctx.allow_download:

@@ -1,5 +1,5 @@
 """Task metrics, keyed by the name a `Task` declares. Each takes a split and one prediction per
-example (in the format of the task's head, see `raysweep.tasks.heads`) and returns named floats,
+example (in the format of the task's head, see `raysweep.tasks.encoding`) and returns named floats,
 in [0, 1] (XTREME prints them x100); `primary` reduces them to the task's one score.
 
 They reproduce XTREME's official evaluation (`google-research/xtreme`, `evaluate.py` and

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from raysweep.tasks.base import ChoiceExample, DataContext, Split, Task, TaskDataError
 from raysweep.tasks.registry import register
-from raysweep.tasks.sources import check_split, hf_rows, where
+from raysweep.tasks.sources import HFData, all_of, check_split, hf_rows, where
 
 XCOPA_LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
 COPA_QUESTIONS = {"cause": "What was the cause of this?", "effect": "What happened as a result?"}
@@ -47,27 +47,52 @@ def _copa_examples(task, split, rows, prefix) -> list[ChoiceExample]:
 COPA_FIELDS = ("premise", "choice1", "choice2", "question", "label", "idx")
 
 
+# Where each task's data lives (read by the loaders and by `raysweep data`): `<dir>/<config>/`.
+# task -> (dir, config: None = "default", or "<lang>" = the language, hub id, splits, fields)
+HF = {
+    "xcopa": ("xcopa", "<lang>", "cambridgeltl/xcopa",
+              {"validation": "validation", "test": "test"}, COPA_FIELDS),
+    "copa": ("copa", "copa", "aps/super_glue", SPLITS, COPA_FIELDS),
+    "siqa": ("siqa", None, "allenai/social_i_qa", {"train": "train", "validation": "validation"},
+             ("context", "question", "answerA", "answerB", "answerC", "label")),
+    "hellaswag": ("hellaswag", None, "Rowan/hellaswag", SPLITS, ("ind", "ctx", "endings", "label")),
+    "commonsenseqa": ("commonsenseqa", None, "tau/commonsense_qa", SPLITS,
+                      ("id", "question", "choices", "answerKey")),
+    "cosmosqa": ("cosmosqa", None, "allenai/cosmos_qa", SPLITS,
+                 ("id", "context", "question", "answer0", "answer1", "answer2", "answer3",
+                  "label")),
+}
+
+
+def _data(task: Task, split: str, language: str) -> HFData:
+    dirname, config, hub_id, splits, fields = HF[task.name]
+    return HFData(dirname, language if config == "<lang>" else config,
+                  check_split(task, split, splits), hub_id, fields)
+
+
+FILES = {name: lambda t, s, lang: all_of(_data(t, s, lang)) for name in HF}
+
+
+def _rows(task: Task, split: str, language: str, ctx: DataContext):
+    """(the hub's split name, the rows)."""
+    src = _data(task, split, language)
+    return src.split, hf_rows(task, split, language, ctx, src)
+
+
 def _load_xcopa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"validation": "validation", "test": "test"})
-    rows = hf_rows(task, split, language, ctx, dirname="xcopa", config=language,
-                   hf_split=hf_split, hub_id="cambridgeltl/xcopa", fields=COPA_FIELDS)
+    hf_split, rows = _rows(task, split, language, ctx)
     ex = _copa_examples(task, split, rows, f"xcopa-{language}-{hf_split}-")
     return Split(task.name, split, language, tuple(ex))
 
 
 def _load_copa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, SPLITS)
-    rows = hf_rows(task, split, language, ctx, dirname="copa", config="copa", hf_split=hf_split,
-                   hub_id="aps/super_glue", fields=COPA_FIELDS)
+    hf_split, rows = _rows(task, split, language, ctx)
     return Split(task.name, split, language,
                  tuple(_copa_examples(task, split, rows, f"copa-{hf_split}-")))
 
 
 def _load_siqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation"})
-    rows = hf_rows(task, split, language, ctx, dirname="siqa", config=None, hf_split=hf_split,
-                   hub_id="allenai/social_i_qa",
-                   fields=("context", "question", "answerA", "answerB", "answerC", "label"))
+    hf_split, rows = _rows(task, split, language, ctx)
     out = []
     for i, row in enumerate(rows):
         if not str(row["label"]).strip():
@@ -79,10 +104,7 @@ def _load_siqa(task: Task, split: str, language: str, ctx: DataContext) -> Split
 
 
 def _load_hellaswag(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, SPLITS)
-    rows = hf_rows(task, split, language, ctx, dirname="hellaswag", config=None,
-                   hf_split=hf_split, hub_id="Rowan/hellaswag",
-                   fields=("ind", "ctx", "endings", "label"))
+    hf_split, rows = _rows(task, split, language, ctx)
     out = []
     for row in rows:
         if not str(row["label"]).strip():
@@ -93,10 +115,7 @@ def _load_hellaswag(task: Task, split: str, language: str, ctx: DataContext) -> 
 
 
 def _load_commonsenseqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, SPLITS)
-    rows = hf_rows(task, split, language, ctx, dirname="commonsenseqa", config=None,
-                   hf_split=hf_split, hub_id="tau/commonsense_qa",
-                   fields=("id", "question", "choices", "answerKey"))
+    _, rows = _rows(task, split, language, ctx)
     out = []
     for row in rows:
         if not row["answerKey"]:
@@ -111,11 +130,7 @@ def _load_commonsenseqa(task: Task, split: str, language: str, ctx: DataContext)
 
 
 def _load_cosmosqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, SPLITS)
-    rows = hf_rows(task, split, language, ctx, dirname="cosmosqa", config=None,
-                   hf_split=hf_split, hub_id="allenai/cosmos_qa",
-                   fields=("id", "context", "question", "answer0", "answer1", "answer2",
-                           "answer3", "label"))
+    _, rows = _rows(task, split, language, ctx)
     out = []
     for row in rows:
         if row["label"] is None or int(row["label"]) < 0:

@@ -27,10 +27,12 @@ from typing import Callable
 from raysweep.tasks.base import Answer, DataContext, SpanQAExample, Split, Task
 from raysweep.tasks.registry import register
 from raysweep.tasks.sources import (
+    FileData,
+    HFData,
+    any_of,
     check_split,
     field,
     hf_rows,
-    local_dir,
     missing_data,
     read_json,
 )
@@ -68,89 +70,102 @@ def read_squad_json(path: Path, task: str, split: str,
     return out
 
 
-def _hub_examples(task: Task, split: str, language: str, ctx: DataContext, hub_id: str,
-                  config: str | None, hf_split: str,
+def _hub_examples(task: Task, split: str, language: str, ctx: DataContext, src: HFData,
                   keep: Callable[[str], bool] = lambda qid: True) -> list[SpanQAExample]:
-    rows = hf_rows(task, split, language, ctx, dirname=task.name, config=config,
-                   hf_split=hf_split, hub_id=hub_id,
-                   fields=("id", "context", "question", "answers"))
+    rows = hf_rows(task, split, language, ctx, src)
     return [SpanQAExample(r["id"], r["question"], r["context"], tuple(
         Answer(t, int(s)) for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])))
         for r in rows if keep(r["id"])]
 
 
 def _from_file_or_hub(task: Task, split: str, language: str, ctx: DataContext,
-                      path: Path | None, hub_id: str, config: str | None, hf_split: str,
+                      file: FileData, hub: HFData,
                       keep: Callable[[str], bool] = lambda qid: True) -> Split:
-    root = local_dir(ctx, task.name)
-    hf_copy = None if root is None else root / (config or "default")
+    path = file.expected(ctx.data_dir)
+    hf_copy = hub.local(ctx)
     if path is not None and path.exists():
         ex = read_squad_json(path, task.name, split, keep)
     elif ctx.allow_download or (hf_copy is not None and hf_copy.exists()):
         # the hub's HF schema, downloaded or a save_to_disk copy at <data_dir>/<task>/<config>/
-        ex = _hub_examples(task, split, language, ctx, hub_id, config, hf_split, keep)
+        ex = _hub_examples(task, split, language, ctx, hub, keep)
     else:
         raise missing_data(task, split, language, f"the SQuAD-format file {path}",
-                           f"{hub_id} ({config}, split {hf_split})")
+                           f"{hub.hub_id} ({hub.config}, split {hub.split})")
     return Split(task.name, split, language, tuple(ex))
 
 
-def _path(ctx: DataContext, *parts: str) -> Path | None:
-    root = local_dir(ctx, parts[0])
-    return None if root is None else root.joinpath(*parts[1:])
+# --- where each task's data lives (read by the loaders and by `raysweep data`) ------------------
+# (the SQuAD-format file, its hub dataset); a save_to_disk copy of the hub's lives at
+# `<data_dir>/<task>/<hub config>/`.
+
+QA_FIELDS = ("id", "context", "question", "answers")
+SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
+TYDIQA_URL = "https://storage.googleapis.com/tydiqa/v1.1"
 
 
-def _load_squad(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+def _squad(task: Task, split: str, language: str) -> tuple[FileData, HFData]:
     name = check_split(task, split, {"train": "train", "validation": "dev"})
-    return _from_file_or_hub(task, split, language, ctx,
-                             _path(ctx, "squad", f"{name}-v1.1.json"), "rajpurkar/squad",
-                             "plain_text", "train" if split == "train" else "validation")
+    version, hub_id, config = (("v1.1", "rajpurkar/squad", "plain_text") if task.name == "squad"
+                               else ("v2.0", "rajpurkar/squad_v2", "squad_v2"))
+    file = f"{name}-{version}.json"
+    return (FileData((f"{task.name}/{file}",), "squad", f"{SQUAD_URL}/{file}"),
+            HFData(task.name, config, "train" if split == "train" else "validation", hub_id,
+                   QA_FIELDS))
 
 
-def _load_squad_v2(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    name = check_split(task, split, {"train": "train", "validation": "dev"})
-    return _from_file_or_hub(task, split, language, ctx,
-                             _path(ctx, "squad_v2", f"{name}-v2.0.json"), "rajpurkar/squad_v2",
-                             "squad_v2", "train" if split == "train" else "validation")
-
-
-def _load_xquad(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+def _xquad(task: Task, split: str, language: str) -> tuple[FileData, HFData]:
     check_split(task, split, {"test": "test"})
-    return _from_file_or_hub(task, split, language, ctx,
-                             _path(ctx, "xquad", f"xquad.{language}.json"), "google/xquad",
-                             f"xquad.{language}", "validation")
+    file = f"xquad.{language}.json"
+    return (FileData((f"xquad/{file}",), "squad",
+                     f"https://raw.githubusercontent.com/deepmind/xquad/master/{file}"),
+            HFData("xquad", f"xquad.{language}", "validation", "google/xquad", QA_FIELDS))
 
 
-def _load_mlqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+def _mlqa(task: Task, split: str, language: str) -> tuple[FileData, HFData]:
     name = check_split(task, split, {"validation": "dev", "test": "test"})
-    return _from_file_or_hub(
-        task, split, language, ctx,
-        _path(ctx, "mlqa", "MLQA_V1", name, f"{name}-context-{language}-question-{language}.json"),
-        "facebook/mlqa", f"mlqa.{language}.{language}", "validation" if name == "dev" else "test")
+    member = f"MLQA_V1/{name}/{name}-context-{language}-question-{language}.json"
+    return (FileData((f"mlqa/{member}",), "squad",
+                     f"https://dl.fbaipublicfiles.com/MLQA/MLQA_V1.zip#{member}"),
+            HFData("mlqa", f"mlqa.{language}.{language}",
+                   "validation" if name == "dev" else "test", "facebook/mlqa", QA_FIELDS))
+
+
+def _tydiqa(task: Task, split: str, language: str) -> tuple[FileData, HFData]:
+    check_split(task, split, {"train": "train", "test": "test"})
+    if split == "train":
+        file = FileData(("tydiqa/tydiqa-goldp-v1.1-train.json",), "squad",
+                        f"{TYDIQA_URL}/tydiqa-goldp-v1.1-train.json")
+    else:
+        member = f"tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{TYDIQA_NAMES[language]}.json"
+        file = FileData((f"tydiqa/{member}",), "squad",
+                        f"{TYDIQA_URL}/tydiqa-goldp-v1.1-dev.tgz#{member}")
+    return file, HFData("tydiqa", "secondary_task", "train" if split == "train" else "validation",
+                        "google-research-datasets/tydiqa", QA_FIELDS)
+
+
+SOURCES = {"squad": _squad, "squad_v2": _squad, "xquad": _xquad, "mlqa": _mlqa,
+           "tydiqa": _tydiqa}
+FILES = {name: lambda t, s, lang: any_of(*SOURCES[t.name](t, s, lang)) for name in SOURCES}
+
+
+def _load(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    return _from_file_or_hub(task, split, language, ctx, *SOURCES[task.name](task, split, language))
 
 
 def _load_tydiqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    check_split(task, split, {"train": "train", "test": "test"})
-    lang_name = TYDIQA_NAMES[language]
+    lang_name = TYDIQA_NAMES.get(language)
     keep: Callable[[str], bool] = lambda qid: qid.split("-")[0] == lang_name
-    if split == "train":
-        path = _path(ctx, "tydiqa", "tydiqa-goldp-v1.1-train.json")
-    else:
-        path = _path(ctx, "tydiqa", "tydiqa-goldp-v1.1-dev",
-                     f"tydiqa-goldp-dev-{lang_name}.json")
-    return _from_file_or_hub(task, split, language, ctx, path,
-                             "google-research-datasets/tydiqa", "secondary_task",
-                             "train" if split == "train" else "validation", keep)
+    return _from_file_or_hub(task, split, language, ctx, *_tydiqa(task, split, language), keep)
 
 
 QA = dict(category="qa", head="span_qa")
 
 register(Task(name="xquad", metric="squad", languages=XQUAD_LANGUAGES,
               roles=frozenset({"target"}), source="github:deepmind/xquad | hf:google/xquad",
-              loader=_load_xquad, splits=("test",), train_task="squad",
+              loader=_load, splits=("test",), train_task="squad",
               description="XQuAD (XTREME-R QA); trained on SQuAD v1.1", **QA))
 register(Task(name="mlqa", metric="mlqa", languages=MLQA_LANGUAGES, roles=frozenset({"target"}),
-              source="MLQA_V1.zip | hf:facebook/mlqa", loader=_load_mlqa,
+              source="MLQA_V1.zip | hf:facebook/mlqa", loader=_load,
               splits=("validation", "test"), train_task="squad",
               description="MLQA, context and question in the same language (XTREME-R QA); "
                           "trained on SQuAD v1.1; MLQA's language-aware evaluation", **QA))
@@ -162,10 +177,10 @@ register(Task(name="tydiqa", metric="squad", languages=TYDIQA_LANGUAGES,
                           "test = the GoldP dev set, as in XTREME", **QA))
 register(Task(name="squad", metric="squad", languages=("en",),
               roles=frozenset({"intermediate"}), source="SQuAD v1.1 JSON | hf:rajpurkar/squad",
-              loader=_load_squad, splits=("train", "validation"),
+              loader=_load, splits=("train", "validation"),
               description="SQuAD v1.1 (English training source for XQuAD, MLQA, LAReQA)", **QA))
 register(Task(name="squad_v2", metric="squad_v2", languages=("en",),
               roles=frozenset({"intermediate"}),
-              source="SQuAD v2.0 JSON | hf:rajpurkar/squad_v2", loader=_load_squad_v2,
+              source="SQuAD v2.0 JSON | hf:rajpurkar/squad_v2", loader=_load,
               splits=("train", "validation"), description="SQuAD v2.0 (with unanswerable "
                                                           "questions)", **QA))

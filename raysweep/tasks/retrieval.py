@@ -45,6 +45,9 @@ from raysweep.tasks.base import (
 )
 from raysweep.tasks.registry import register
 from raysweep.tasks.sources import (
+    FileData,
+    HFData,
+    all_of,
     check_split,
     field,
     hf_rows,
@@ -75,24 +78,86 @@ def _lines(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+# --- where each task's data lives (read by the loaders and by `raysweep data`) ------------------
+
+TATOEBA_URL = "https://raw.githubusercontent.com/facebookresearch/LASER/main/data/tatoeba/v1"
+BUCC_URL = "https://comparable.limsi.fr/bucc2018"
+LAREQA_URL = "https://raw.githubusercontent.com/google-research-datasets/lareqa/master/xquad-r"
+PAIR = ("source_sentence", "target_sentence")
+
+
+def _tatoeba(task: Task, split: str, language: str) -> tuple[FileData, FileData, HFData]:
+    """The non-English and the English side, else google/xtreme's HF copy."""
+    check_split(task, split, {"test": "test"})
+    code = TATOEBA_CODES[language]
+    src, trg = (f"tatoeba.{code}-eng.{side}" for side in (code, "eng"))
+    return (FileData((f"tatoeba/{src}",), "text", f"{TATOEBA_URL}/{src}"),
+            FileData((f"tatoeba/{trg}",), "text", f"{TATOEBA_URL}/{trg}"),
+            HFData("tatoeba", f"tatoeba.{code}", "validation", "google/xtreme", PAIR))
+
+
+def _bucc(task: Task, split: str, language: str) -> tuple[tuple[FileData, ...], HFData]:
+    """The source, English and gold files (dev, else the original sample; test, else the
+    original training set, whose archive has the gold pairs), else google/xtreme's HF copy."""
+    names = check_split(task, split, {"validation": ("dev", "sample"),
+                                      "test": ("test", "training")})
+    archive = f"{BUCC_URL}/bucc2018-{language}-en.{names[1]}-gold.tar.bz2"
+    files = tuple(FileData(tuple(f"bucc/{language}-en.{n}.{ext}" for n in names), "tsv",
+                           f"{archive}#*/{language}-en.{names[1]}.{ext}")
+                  for ext in (language, "en", "gold"))
+    return files, HFData("bucc", f"bucc18.{language}",
+                         "validation" if split == "validation" else "test", "google/xtreme", PAIR)
+
+
+def _mewslix(task: Task, split: str, language: str) -> tuple[FileData, FileData]:
+    """Mentions and the candidate entities. No download URL: XTREME-R builds them with
+    google-research's dense_representations_for_entity_retrieval/mel/get-mewsli-x.sh."""
+    name = check_split(task, split, {"validation": "dev", "test": "test"})
+    return (FileData((f"mewslix/wikinews_mentions-{name}.jsonl",), "jsonl"),
+            FileData(("mewslix/candidate_set_entities.jsonl",), "jsonl"))
+
+
+def _lareqa(task: Task, split: str, language: str) -> tuple[FileData, ...]:
+    """XQuAD-R in every language: the candidate pool is multilingual."""
+    check_split(task, split, {"test": "test"})
+    return tuple(FileData((f"lareqa/xquad-r/{lang}.json",), "squad", f"{LAREQA_URL}/{lang}.json")
+                 for lang in LAREQA_LANGUAGES)
+
+
+def _tatoeba_options(task, split, language):
+    src, trg, hub = _tatoeba(task, split, language)
+    return ((src, trg), (hub,))
+
+
+def _bucc_options(task, split, language):
+    files, hub = _bucc(task, split, language)
+    return (files, (hub,))
+
+
+FILES = {
+    "tatoeba": _tatoeba_options,
+    "bucc": _bucc_options,
+    "mewslix": lambda t, s, lang: all_of(*_mewslix(t, s, lang)),
+    "lareqa": lambda t, s, lang: all_of(*_lareqa(t, s, lang)),
+}
+
+
 # --- Tatoeba -------------------------------------------------------------------------------------
 
 
 def _load_tatoeba(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    check_split(task, split, {"test": "test"})
     code = TATOEBA_CODES[language]
+    src_file, trg_file, hub = _tatoeba(task, split, language)
     root = local_dir(ctx, "tatoeba")
-    src = None if root is None else root / f"tatoeba.{code}-eng.{code}"
+    src = src_file.expected(ctx.data_dir)
     if src is not None and src.exists():
-        trg = require_file(root / f"tatoeba.{code}-eng.eng", task, split, language)
+        trg = require_file(trg_file.expected(ctx.data_dir), task, split, language)
         sources, targets = _lines(src), _lines(trg)
         if len(sources) != len(targets):
             raise TaskDataError(f"{where(task, split, language)}: {src.name} has "
                                 f"{len(sources)} lines but {trg.name} {len(targets)}")
-    elif ctx.allow_download or (root is not None and (root / f"tatoeba.{code}").exists()):
-        rows = hf_rows(task, split, language, ctx, dirname="tatoeba", config=f"tatoeba.{code}",
-                       hf_split="validation", hub_id="google/xtreme",
-                       fields=("source_sentence", "target_sentence"))
+    elif ctx.allow_download or (root is not None and hub.local(ctx).exists()):
+        rows = hf_rows(task, split, language, ctx, hub)
         sources = [r["source_sentence"].rstrip("\n") for r in rows]
         targets = [r["target_sentence"].rstrip("\n") for r in rows]
     else:
@@ -105,14 +170,6 @@ def _load_tatoeba(task: Task, split: str, language: str, ctx: DataContext) -> Sp
 
 
 # --- BUCC 2018 -----------------------------------------------------------------------------------
-
-
-def _bucc_file(root: Path, language: str, names: tuple[str, ...], ext: str) -> Path | None:
-    for name in names:
-        path = root / f"{language}-en.{name}.{ext}"
-        if path.exists():
-            return path
-    return None
 
 
 def _id_lines(path: Path, task: Task, split: str) -> list[tuple[str, str]]:
@@ -131,11 +188,12 @@ def _id_lines(path: Path, task: Task, split: str) -> list[tuple[str, str]]:
 def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split:
     names = check_split(task, split, {"validation": ("dev", "sample"),
                                       "test": ("test", "training")})
+    (src_file, trg_file, gold_file), hub = _bucc(task, split, language)
     root = local_dir(ctx, "bucc")
-    src = None if root is None else _bucc_file(root, language, names, language)
+    src = src_file.path(ctx.data_dir)
     if src is not None:
-        trg = _bucc_file(root, language, names, "en")
-        gold_path = _bucc_file(root, language, names, "gold")
+        trg = trg_file.path(ctx.data_dir)
+        gold_path = gold_file.path(ctx.data_dir)
         if trg is None or gold_path is None:
             raise TaskDataError(f"{where(task, split, language)}: {src.name} needs its "
                                 f"{language}-en.{names[0]}.en and .gold files in {root} "
@@ -145,10 +203,8 @@ def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split
         gold: dict[str, list[str]] = {}
         for s, t in _id_lines(gold_path, task, split):
             gold.setdefault(s, []).append(t)
-    elif ctx.allow_download or (root is not None and (root / f"bucc18.{language}").exists()):
-        rows = hf_rows(task, split, language, ctx, dirname="bucc", config=f"bucc18.{language}",
-                       hf_split="validation" if split == "validation" else "test",
-                       hub_id="google/xtreme", fields=("source_sentence", "target_sentence"))
+    elif ctx.allow_download or (root is not None and hub.local(ctx).exists()):
+        rows = hf_rows(task, split, language, ctx, hub)
         sources = [(f"{language}-{i:09d}", r["source_sentence"].strip())
                    for i, r in enumerate(rows)]
         targets = [(f"en-{i:09d}", r["target_sentence"].strip()) for i, r in enumerate(rows)]
@@ -203,11 +259,9 @@ def entity_text(record: dict[str, Any], task: str, split: str) -> str:
 
 
 def _load_mewslix(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    name = check_split(task, split, {"validation": "dev", "test": "test"})
-    root = local_dir(ctx, "mewslix")
-    path = require_file(None if root is None else root / f"wikinews_mentions-{name}.jsonl",
-                        task, split, language)
-    entities_path = require_file(root / "candidate_set_entities.jsonl", task, split, language)
+    mentions, entities = _mewslix(task, split, language)
+    path = require_file(mentions.expected(ctx.data_dir), task, split, language)
+    entities_path = require_file(entities.expected(ctx.data_dir), task, split, language)
     examples = []
     for rec in read_jsonl(path, task.name, split):
         lang = field(field(rec, "context", task.name, split, "a Mewsli-X mention record"),
@@ -229,14 +283,12 @@ def _load_mewslix(task: Task, split: str, language: str, ctx: DataContext) -> Sp
 
 
 def _load_lareqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    check_split(task, split, {"test": "test"})
-    root = local_dir(ctx, "lareqa")
+    files = dict(zip(LAREQA_LANGUAGES, _lareqa(task, split, language)))
     cand_text: dict[str, str] = {}  # uid -> sentence, in insertion order
     by_xling: dict[str, list[str]] = {}
     questions: list[tuple[str, str]] = []  # (xling_id, question) in `language`
     for lang in LAREQA_LANGUAGES:
-        path = require_file(None if root is None else root / "xquad-r" / f"{lang}.json",
-                            task, split, language)
+        path = require_file(files[lang].expected(ctx.data_dir), task, split, language)
         doc = read_json(path, task.name, split)
         num_paragraphs = 0
         for passage in field(doc, "data", task.name, split, str(path)):

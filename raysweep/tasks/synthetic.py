@@ -20,7 +20,8 @@ import functools
 import json
 
 from raysweep.tasks import synthetic_examples as gen
-from raysweep.data.world import DEFAULT_WORLD, get_world, normalize_world
+from raysweep.data.config import DEFAULT_WORLD, normalize_world
+from raysweep.data.world import get_world
 from raysweep.tasks.base import DataContext, Split, Task, TaskDataError
 from raysweep.tasks.registry import register
 
@@ -148,25 +149,19 @@ def _register_all() -> None:
     reg(Task("syn_nli_en", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
              _loader("nli_en", "pair"), splits=tv, num_labels=3, label_names=NLI_LABELS,
              description=INTERMEDIATE_NOTES["syn_nli_en"]))
-    reg(Task("syn_hypernym", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("hypernym", "pair"), splits=tv, num_labels=n_cls,
-             label_names=tuple(f"class{k}" for k in range(n_cls)),
-             description=INTERMEDIATE_NOTES["syn_hypernym"]))
-    reg(Task("syn_antonym", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("antonym", "pair"), splits=tv, num_labels=2, label_names=("same", "antonym"),
-             description=INTERMEDIATE_NOTES["syn_antonym"]))
-    reg(Task("syn_script", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("script", "pair"), splits=tv, num_labels=2, label_names=("no", "effect"),
-             description=INTERMEDIATE_NOTES["syn_script"]))
-    reg(Task("syn_haslocation", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("haslocation", "pair"), splits=tv, num_labels=2, label_names=("no", "yes"),
-             description=INTERMEDIATE_NOTES["syn_haslocation"]))
-    reg(Task("syn_random", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("random", "pair"), splits=tv, num_labels=2, label_names=("a", "b"),
-             description=INTERMEDIATE_NOTES["syn_random"]))
-    reg(Task("syn_lexparity", "classification", "seq_cls", "accuracy", en, inter, SOURCE,
-             _loader("lexparity", "pair"), splits=tv, num_labels=2, label_names=("even", "odd"),
-             description=INTERMEDIATE_NOTES["syn_lexparity"]))
+    # English sentence-pair classification tasks: (generator, label names), one row each.
+    pair_tasks = {
+        "syn_hypernym": ("hypernym", tuple(f"class{k}" for k in range(n_cls))),
+        "syn_antonym": ("antonym", ("same", "antonym")),
+        "syn_script": ("script", ("no", "effect")),
+        "syn_haslocation": ("haslocation", ("no", "yes")),
+        "syn_random": ("random", ("a", "b")),
+        "syn_lexparity": ("lexparity", ("even", "odd")),
+    }
+    for name, (generator, labels) in pair_tasks.items():
+        reg(Task(name, "classification", "seq_cls", "accuracy", en, inter, SOURCE,
+                 _loader(generator, "pair"), splits=tv, num_labels=len(labels),
+                 label_names=labels, description=INTERMEDIATE_NOTES[name]))
     reg(Task("syn_lm_en", "lm", "causal_lm", "perplexity", en, inter, SOURCE,
              _loader("clauses", "lm"), splits=tv, description=INTERMEDIATE_NOTES["syn_lm_en"]))
     # multilingual variants of intermediate tasks

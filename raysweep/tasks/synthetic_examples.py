@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from raysweep.data.world import Clause, NP, World, get_world, normalize_world, rng_for
+from raysweep.data.config import normalize_world, rng_for
+from raysweep.data.grammar import NP, Clause
+from raysweep.data.world import World, get_world
 from raysweep.tasks.base import (
     Answer,
     Candidate,

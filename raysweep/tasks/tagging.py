@@ -25,6 +25,10 @@ from pathlib import Path
 from raysweep.tasks.base import DataContext, Split, TaggingExample, Task, TaskDataError
 from raysweep.tasks.registry import register
 from raysweep.tasks.sources import (
+    FileData,
+    HFData,
+    Options,
+    all_of,
     check_split,
     hf_rows,
     local_dir,
@@ -94,11 +98,58 @@ def read_conllu(path: Path, task: str, split: str) -> list[tuple[tuple[str, ...]
     return sentences
 
 
+# --- where each task's data lives (read by the loaders and by `raysweep data`) ------------------
+
+UD_URL = ("https://lindat.mff.cuni.cz/repository/xmlui/bitstream/handle/11234/1-3424/"
+          "ud-treebanks-v2.7.tgz")
+
+
+def _udpos(task: Task, split: str, language: str) -> tuple[FileData, HFData | None]:
+    """Every treebank's CoNLL-U file of the language; else google/xtreme's HF copy, for the
+    original XTREME languages."""
+    ud_split = check_split(task, split, SPLITS)
+    pattern = f"{language}_*-ud-{ud_split}.conllu"
+    files = FileData((f"udpos/**/{pattern}",), "conllu", f"{UD_URL}#ud-treebanks-v2.7/*/{pattern}")
+    name = UD_LANGUAGE_NAMES.get(language)
+    hub = None if name is None else HFData(
+        "udpos", f"udpos.{name}", check_split(task, split, {"train": "train", "validation":
+                                                            "validation", "test": "test"}),
+        "google/xtreme", ("tokens", "pos_tags"))
+    return files, hub
+
+
+def _wikiann(task: Task, split: str, language: str) -> HFData:
+    return HFData("wikiann", language, check_split(task, split, {
+        "train": "train", "validation": "validation", "test": "test"}), "unimelb-nlp/wikiann",
+        ("tokens", "ner_tags"))
+
+
+def _ccg(task: Task, split: str, language: str) -> tuple[FileData, FileData]:
+    """The split's sentences and the tag inventory (CCGbank is LDC-licensed: no download)."""
+    name = check_split(task, split, SPLITS)
+    return FileData((f"ccg/ccg.{name}",), "tsv"), FileData(("ccg/tags_to_id.json",), "json")
+
+
+def _udpos_options(task: Task, split: str, language: str) -> Options:
+    files, hub = _udpos(task, split, language)
+    return ((files,),) if hub is None else ((files,), (hub,))
+
+
+FILES = {
+    "udpos": _udpos_options,
+    "wikiann": lambda t, s, lang: all_of(_wikiann(t, s, lang)),
+    "ccg": lambda t, s, lang: all_of(*_ccg(t, s, lang)),
+}
+
+
+# --- loaders -----------------------------------------------------------------------------------
+
+
 def _load_udpos(task: Task, split: str, language: str, ctx: DataContext) -> Split:
     ud_split = check_split(task, split, SPLITS)
     root = local_dir(ctx, "udpos")
-    files = (sorted(root.rglob(f"{language}_*-ud-{ud_split}.conllu"))
-             if root is not None and root.exists() else [])
+    conllu, hub_copy = _udpos(task, split, language)
+    files = conllu.paths(ctx.data_dir)
     if files:
         examples = []
         for path in files:
@@ -106,14 +157,10 @@ def _load_udpos(task: Task, split: str, language: str, ctx: DataContext) -> Spli
                 examples.append(TaggingExample(f"{path.stem}-{k}", words, tags))
         return Split(task.name, split, language, tuple(examples), label_names=UPOS)
     name = UD_LANGUAGE_NAMES.get(language)
-    hf_copy = None if root is None or name is None else root / f"udpos.{name}"
-    if name is not None and (ctx.allow_download or (hf_copy is not None and hf_copy.exists())):
+    hf_copy = None if hub_copy is None else hub_copy.local(ctx)
+    if hub_copy is not None and (ctx.allow_download or (hf_copy is not None and hf_copy.exists())):
         # google/xtreme's HF schema, from the hub or a save_to_disk copy at udpos/udpos.<Name>/
-        rows = hf_rows(task, split, language, ctx, dirname="udpos", config=f"udpos.{name}",
-                       hf_split=check_split(task, split, {"train": "train",
-                                                          "validation": "validation",
-                                                          "test": "test"}),
-                       hub_id="google/xtreme", fields=("tokens", "pos_tags"))
+        rows = hf_rows(task, split, language, ctx, hub_copy)
         examples = [TaggingExample(f"udpos-{language}-{split}-{i}", tuple(r["tokens"]),
                                    tuple(UPOS[t] for t in r["pos_tags"]))
                     for i, r in enumerate(rows)]
@@ -124,11 +171,9 @@ def _load_udpos(task: Task, split: str, language: str, ctx: DataContext) -> Spli
 
 
 def _load_wikiann(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    hf_split = check_split(task, split, {"train": "train", "validation": "validation",
-                                         "test": "test"})
-    rows = hf_rows(task, split, language, ctx, dirname="wikiann", config=language,
-                   hf_split=hf_split, hub_id="unimelb-nlp/wikiann",
-                   fields=("tokens", "ner_tags"))
+    src = _wikiann(task, split, language)
+    hf_split = src.split
+    rows = hf_rows(task, split, language, ctx, src)
     examples = []
     for i, r in enumerate(rows):
         if len(r["tokens"]) != len(r["ner_tags"]):
@@ -144,9 +189,9 @@ CCG_NUM_TAGS = 1363  # jiant's CCG tag inventory
 
 def _load_ccg(task: Task, split: str, language: str, ctx: DataContext) -> Split:
     name = check_split(task, split, SPLITS)
-    root = local_dir(ctx, "ccg")
-    path = require_file(None if root is None else root / f"ccg.{name}", task, split, language)
-    tag_file = require_file(root / "tags_to_id.json", task, split, language)
+    sentences, inventory = _ccg(task, split, language)
+    path = require_file(sentences.expected(ctx.data_dir), task, split, language)
+    tag_file = require_file(inventory.expected(ctx.data_dir), task, split, language)
     tags_to_id = read_json(tag_file, task.name, split)
     if not isinstance(tags_to_id, dict):
         raise TaskDataError(f"{where(task, split)}: {tag_file} must map tags to ids")

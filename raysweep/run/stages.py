@@ -1,0 +1,160 @@
+"""What each stage kind does inside a trial: one function per kind, looked up in `STAGES`.
+
+- pretrain / intermediate (stored): rank 0 claims the key in the stage store; if the output is
+  done (or another trial finishes it while we wait) every rank loads it, else every rank trains
+  and rank 0 writes the output and marks it done.
+- target: for each target task, fine-tune a fresh head on the task's English training source,
+  scoring English dev as it goes (the reports Tune sees: `objective`), then evaluate it zero-shot
+  right away with the eval stage's settings: only one fine-tuned model is alive at a time.
+- eval: what is left once every target task is evaluated: XTREME-R's aggregates.
+
+Each function takes the trial's `TrialRunner` (the context: ranks, store, tokenizer, data,
+metrics writer, spend so far) and the stage's typed config.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Callable
+
+from raysweep.model.task_model import TaskModel
+from raysweep.plan.stages import EvalConfig, StageConfig, TargetConfig, TrainingConfig
+from raysweep.tasks import Split, get_task
+from raysweep.tasks.encoding import encoder_for
+from raysweep.tasks.metrics import xtreme_r_aggregate
+from raysweep.train.loop import Trainer, train
+from raysweep.train.stream import FeatureStream
+
+if TYPE_CHECKING:
+    from raysweep.run.runner import TrialRunner
+
+
+def stored_stage(r: "TrialRunner", stage: TrainingConfig) -> None:
+    out = r.store.path(stage.kind, stage.key)
+    if r.ranks.rank == 0:
+        with r.store.claim(stage.kind, stage.key) as todo:
+            trained = r.ranks.broadcast(todo is not None)
+            if trained:
+                train_stored(r, stage, todo)
+    else:
+        trained = r.ranks.broadcast(None)
+        if trained:
+            train_stored(r, stage, None)
+    r.ranks.barrier()  # rank 0 has marked the output done
+    meta = json.loads((out / "meta.json").read_text())
+    if not trained:
+        r.progress.reused.append(stage.kind)
+    r.progress.tokens, r.progress.flops = meta["tokens"], meta["flops"]
+    r.source = out
+
+
+def train_stored(r: "TrialRunner", stage: TrainingConfig, out) -> None:
+    """Train a pretrain or intermediate stage; rank 0 writes its output to `out`."""
+    if stage.kind == "pretrain":
+        weights, sampler, warmup = {stage.corpus: 1.0}, "proportional", None
+    else:
+        weights, sampler, warmup = stage.mixture, stage.sampler, stage.warmup_frac
+    data = {t: r.train_data(t) for t in weights}
+    model = r.model(list(data), stage.seed)
+    streams = {t: FeatureStream(encoder_for(get_task(t)).encode(s, r.tokenizer, stage.max_length),
+                                stage.batch_size, stage.seed + i, r.ranks)
+               for i, (t, s) in enumerate(data.items())}
+    logs = train(model, streams, {t: encoder_for(get_task(t)) for t in data},
+                 r.optim(stage, warmup), r.tokenizer.pad_token_id, stage.seed,
+                 sampler=sampler, weights=weights, log_every=stage.log_every,
+                 on_log=r.train_rows(stage.kind, "all", stage))
+    tokens, flops = r.spent(logs, stage)
+    r.save(model, out, {"config": stage.key_dict(), "key": stage.key, "tokens": tokens,
+                        "flops": flops, "final_loss": logs[-1].loss})
+    r.flush(stage.kind)
+
+
+def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
+    ev = r.plan.stage("eval")
+    for i, name in enumerate(stage.tasks):
+        model = r.model([name], stage.seed + 1000 * i)
+        if get_task(name).head != "retrieval":
+            fine_tune(r, model, name, stage, ev)
+        # else: retrieval (Tatoeba, BUCC, LAReQA, Mewsli-X) is zero-shot: the backbone as is
+        evaluate_task(r, model, name, ev)
+        r.flush(f"target-{name}")
+        del model
+
+
+def fine_tune(r: "TrialRunner", model: TaskModel, name: str, c: TargetConfig,
+              ev: EvalConfig) -> None:
+    """Train a target task's head on its English training source, scoring English dev every
+    `eval_every` steps: those scores are what Tune sees (`objective`)."""
+    task = get_task(name)
+    head = encoder_for(task)
+    # The English training sources (XCOPA: SIQa then COPA), pooled into one stream.
+    sources = task.train_tasks or (task.train_task or name,)
+    features = [f for src in sources
+                for f in head.encode(r.train_data(src), r.tokenizer, c.max_length)]
+    stream = FeatureStream(features, c.batch_size, c.seed, r.ranks)
+    dev = english_dev(r, name, ev.max_examples)
+    trainer = Trainer(model, {name: head}, r.optim(c, c.warmup_frac), r.tokenizer.pad_token_id,
+                      c.seed)
+    tokens0, flops0 = r.progress.tokens, r.progress.flops
+    on_log = r.train_rows("target", name, c)
+    for chunk in _chunks(c.steps, c.eval_every):
+        logs = trainer.run({name: stream}, chunk, c.log_every, on_log)
+        r.progress.tokens, r.progress.flops = r.spent(logs, c, tokens0, flops0)
+        if dev is not None:
+            r.progress.dev[name] = r.score_split(model, name, dev, trainer.step)
+            r.report({"objective": _mean(r.progress.dev.values()), "task": name,
+                      "step": trainer.step, "stage": "target"})
+
+
+def english_dev(r: "TrialRunner", name: str, limit: int | None) -> Split | None:
+    """The split that selects models (XTREME's protocol): the target's English dev, else its
+    training source's (XQuAD, MLQA: SQuAD dev)."""
+    task = get_task(name)
+    for candidate in (task, get_task(task.train_task or name)):
+        if "en" in candidate.languages and "validation" in candidate.splits:
+            split = r.load(candidate.name, "validation", "en", limit)
+            return Split(name, split.split, split.language, split.examples, split.candidates)
+    return None
+
+
+def evaluate_task(r: "TrialRunner", model: TaskModel, name: str, ev: EvalConfig) -> None:
+    """Zero-shot test scores in every language of a target task; `all` = non-English mean."""
+    scores = {}
+    for lang in ev.languages[name]:
+        split = r.load(name, "test", lang, ev.max_examples)
+        scores[lang] = r.score_split(model, name, split, None)
+    r.progress.test[name] = scores
+    others = [v for k, v in scores.items() if k != "en"]
+    if others:
+        r.progress.zero_shot[name] = _mean(others)
+        r.row(stage="eval", task=name, language="all", split="test", metric="score",
+              value=r.progress.zero_shot[name], step=None)
+
+
+def aggregate_stage(r: "TrialRunner", stage: EvalConfig) -> None:
+    """XTREME-R's aggregates over the target tasks (each task: its mean over all its evaluated
+    languages, English included, as XTREME-R reports)."""
+    for agg, value in xtreme_r_aggregate(r.progress.test).items():
+        r.row(stage="eval", task=agg, language="all", split="test", metric="score",
+              value=value, step=None)
+    r.flush("aggregate")
+
+
+STAGES: dict[str, Callable[["TrialRunner", StageConfig], None]] = {
+    "pretrain": stored_stage,
+    "intermediate": stored_stage,
+    "target": target_stage,
+    "eval": aggregate_stage,
+}
+
+
+def _chunks(total: int, every: int) -> list[int]:
+    out = [every] * (total // every)
+    if total % every:
+        out.append(total % every)
+    return out
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,126 @@
+"""The plan: typed stage configs whose keys stay what the store already holds, and a plan that
+crosses the process boundary (to the Train workers) unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from raysweep.plan.build import TrialPlan, build_plan
+from raysweep.plan.stages import STAGE_CONFIGS, IntermediateConfig, StageConfig, stage_key
+from raysweep.spec import load_space
+
+PARAMS = {
+    "tiny_scaling": {"lr_target": 1e-3, "lr_intermediate": 2e-3, "mixture": "english", "seed": 0},
+    "llama_scaling": {"lr_target": 3e-5, "lr_intermediate": 1e-5, "mixture": "mnli", "seed": 1},
+}
+
+# Keys and parameter counts computed by the code before the stage configs were typed (commit
+# 02b14e4, dict configs): stage outputs already in a store must keep their names. A change
+# here orphans every stored output: bump STAGE_FORMAT instead, and say so.
+GOLDEN = {
+    "tiny_scaling/tiny-xs": {
+        "n_params": 20240,
+        "keys": {
+            "pretrain": "8fee6e28c6de3ac943bb",
+            "intermediate": "f5866dff13fd5d14e604",
+            "target": "06ede57eecad5befba7a",
+            "eval": "4fe6c6f75bec182ae5f5"
+        }
+    },
+    "tiny_scaling/tiny-s": {
+        "n_params": 102288,
+        "keys": {
+            "pretrain": "fee60d93f30817dbcdba",
+            "intermediate": "d9471cccfc1bd44c6ad6",
+            "target": "1448059ab83dd93a03ad",
+            "eval": "e1bf4eb600e77a5dfc13"
+        }
+    },
+    "tiny_scaling/tiny-m": {
+        "n_params": 875392,
+        "keys": {
+            "pretrain": "d8239f885bd2112d60af",
+            "intermediate": "d458409ba7a7c1c33faa",
+            "target": "f41a90609c247ab9b9df",
+            "eval": "7a9414b9bfe58b244c02"
+        }
+    },
+    "llama_scaling/llama-7b": {
+        "n_params": 6738415616,
+        "keys": {
+            "intermediate": "4fe46dbfc9e272c251c1",
+            "target": "e19bf2c2f193d767f1af",
+            "eval": "04e60a760e3448415974"
+        }
+    },
+    "llama_scaling/llama-13b": {
+        "n_params": 13015864320,
+        "keys": {
+            "intermediate": "8e59e19458389fa7ff0d",
+            "target": "cfa012f54adc77d96fe5",
+            "eval": "105987f8d987d5fa5acb"
+        }
+    },
+    "llama_scaling/llama-30b": {
+        "n_params": 32528943616,
+        "keys": {
+            "intermediate": "0e81c3768d10cd82f127",
+            "target": "11e4bedc1c5fc565e1a4",
+            "eval": "6402914d969beb9e726f"
+        }
+    }
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN))
+def test_keys_and_sizes_are_stable(case):
+    space, model = case.split("/")
+    spec, _ = load_space(space)
+    plan = build_plan(spec, spec.model(model), PARAMS[space])
+    assert plan.n_params == GOLDEN[case]["n_params"]
+    assert {s.kind: s.key for s in plan.stages} == GOLDEN[case]["keys"]
+
+
+def test_plan_round_trips_through_plain_json():
+    import json
+
+    spec, _ = load_space("tiny_scaling")
+    plan = build_plan(spec, spec.models[0], PARAMS["tiny_scaling"])
+    again = TrialPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    assert [type(s) for s in again.stages] == [STAGE_CONFIGS[s.kind] for s in plan.stages]
+
+
+def test_every_field_is_in_the_key():
+    """Changing any field of a stage config changes its key (nothing is left out of the hash)."""
+    spec, _ = load_space("tiny_scaling")
+    stage = build_plan(spec, spec.models[0], PARAMS["tiny_scaling"]).stage("intermediate")
+    assert isinstance(stage, IntermediateConfig)
+    for f in dataclasses.fields(stage):
+        value = getattr(stage, f.name)
+        other = {"parent": "x" * 20, "model": {"hf": "other"}, "mixture": {"syn_nli_en": 1.0},
+                 "sampler": "uniform", "data_dir": "/elsewhere"}.get(f.name)
+        if other is None:
+            other = value + 1 if isinstance(value, (int, float)) else value
+        changed = dataclasses.replace(stage, **{f.name: other})
+        assert changed.key != stage.key, f.name
+
+
+def test_a_downstream_key_follows_its_parent():
+    spec, _ = load_space("tiny_scaling")
+    a = build_plan(spec, spec.models[0], PARAMS["tiny_scaling"])
+    b = build_plan(spec, spec.models[0], {**PARAMS["tiny_scaling"], "lr_intermediate": 1e-3})
+    assert a.stage("pretrain").key == b.stage("pretrain").key  # upstream of the change: shared
+    for kind in ("intermediate", "target", "eval"):
+        assert a.stage(kind).key != b.stage(kind).key
+
+
+def test_key_is_the_hash_of_the_config_dict():
+    spec, _ = load_space("tiny_scaling")
+    stage = build_plan(spec, spec.models[0], PARAMS["tiny_scaling"]).stage("target")
+    d = stage.key_dict()
+    assert d["stage"] == "target" and "model" not in d and d["parent"]
+    assert stage.key == stage_key(d)
+    assert StageConfig.from_dict(stage.to_dict()) == stage
