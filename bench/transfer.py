@@ -121,9 +121,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--inter-size", default=None, help="size for figure 3 (default: largest)")
     ap.add_argument("--tasks", nargs="+", default=None, help="intermediate tasks of figure 3")
-    ap.add_argument("--inter-steps", type=int, default=200)
-    ap.add_argument("--inter-lr", type=float, default=2e-3)
-    ap.add_argument("--target-lr", type=float, default=1e-3)
+    # Defaults: tiny_scaling's own settings (one home): its intermediate budget and lr, and
+    # the larger of its target learning rates.
+    base = yaml.safe_load((SPACES_DIR / "tiny_scaling.yaml").read_text())
+    ap.add_argument("--inter-steps", type=int, default=base["stages"]["intermediate"]["steps"])
+    ap.add_argument("--inter-lr", type=float,
+                    default=base["search"]["params"]["lr_intermediate"]["values"][0])
+    ap.add_argument("--target-lr", type=float,
+                    default=max(base["search"]["params"]["lr_target"]["values"]))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world", default="{}", help="world overrides, JSON")
     ap.add_argument("--storage", default=None, help="stage store and tables (default: a temp dir)")

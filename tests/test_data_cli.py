@@ -112,8 +112,12 @@ def test_llama_scaling_reads_what_the_stages_read():
         Read("anli_plus", "train", "en"), Read("ccg", "train", "en"),  # (ANLI+ reads SNLI too)
     }
     assert want <= reads
-    assert not any(r.task in ("tatoeba", "mewslix", "lareqa") and r.split != "test"
-                   for r in reads)  # retrieval is zero-shot
+    # XTREME-R fine-tunes Mewsli-X (its English Wikipedia pairs, selected on its English dev)
+    # and LAReQA (on SQuAD, read as squad above); Tatoeba is zero-shot
+    assert {Read("mewslix", "train", "en"), Read("mewslix", "validation", "en")} <= reads
+    assert not any(r.task in ("tatoeba", "lareqa") and r.split != "test" for r in reads)
+    assert not any(r.task == "mewslix" and r.split != "test" and r.language != "en"
+                   for r in reads)
     assert not any(r.task == "tydiqa" and r.split == "validation" for r in reads)
     assert len(reads) == len(_reads("llama_scaling"))  # no duplicates
 
@@ -371,11 +375,14 @@ def test_prepare_from_the_network_offline(mirror, tmp_path, monkeypatch):
             "/MLQA/MLQA_V1.zip has no member matching") in result.output
     assert (tmp_path / "again" / "xquad" / "xquad.de.json").exists()
 
-    # Mewsli-X and CCG have no public download: said, with where to put them
+    # Mewsli-X and CCG have no public download: said, with where to put them. Mewsli-X is
+    # fine-tuned (XTREME-R), so its English train and dev files are read too.
     path = _net_space(tmp_path, {"mewslix": ["de"]}, {"ccg": 1.0})
     result = runner.invoke(app, ["data", "prepare", "--space", str(path), "--to", str(tmp_path)])
-    assert result.exit_code == 2 and "2 (task, split, language) could not be fetched" in \
+    assert result.exit_code == 2 and "4 (task, split, language) could not be fetched" in \
         result.output
+    assert f"mewslix / train / en: no public download: place {tmp_path}/mewslix/" \
+        "wikipedia_pairs-train.jsonl" in result.output
     assert f"mewslix / test / de: no public download: place {tmp_path}/mewslix/" in result.output
     assert f"ccg / train / en: no public download: place {tmp_path}/ccg/ccg.train" in \
         result.output

@@ -389,7 +389,7 @@ def test_a_fit_on_its_bounds_is_flagged_in_the_summary_and_the_table(tmp_path):
     assert "A at lower bound 0" in fit["fit_flags"].split("; ")
     out = " ".join(result.stdout.split())
     assert "ON BOUND: A at lower bound 0" in out
-    assert "on a bound of the search (A at lower bound 0" in out and "do not predict" in out
+    assert "on a bound of the search (A at lower bound 0" in out and "a flat curve" in out
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -461,4 +461,5 @@ def test_bad_input_exits_2_with_a_message_naming_the_problem(case, sweep, tmp_pa
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert "Traceback" not in result.output
-    assert not list(tmp_path.rglob("*.fits.parquet"))  # nothing written
+    assert not list(tmp_path.rglob("*fits.parquet"))  # nothing written
+    assert not list(tmp_path.rglob("*gains.parquet"))

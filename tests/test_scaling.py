@@ -332,6 +332,52 @@ def test_too_few_points_is_an_error_that_says_what_is_needed():
         scaling.fit(scaling.Chinchilla(), Points(n, y, d=np.array([1e9, 1e9, 1e9])))
 
 
+def test_estimates_on_a_bound_of_the_search_are_flagged():
+    """A decreasing power law fitted to a rising quantity can only put A on its bound 0 (the
+    curve is then the mean); a law with no offset puts E on 0; a sigmoid that saturates at 1
+    puts the bounded form's ceiling on its upper bound. Fits inside their bounds carry none."""
+    n = np.geomspace(1e7, 1e10, 6)
+    falling = 0.2 + 50.0 * n**-0.3
+    assert scaling.fit(scaling.PowerLaw(), Points(n, falling), n_boot=0).flags == ()
+    rising = scaling.fit(scaling.PowerLaw(), Points(n, 1 - falling), n_boot=0)
+    assert rising["A"] == 0.0 and "A at lower bound 0" in rising.flags
+    no_offset = scaling.fit(scaling.PowerLaw(), Points(n, 50.0 * n**-0.3), n_boot=0)
+    assert no_offset.flags == ("E at lower bound 0",)
+    steep = scaling.fit(scaling.PowerLaw(max_alpha=0.2), Points(n, falling), n_boot=0)
+    assert "alpha at upper bound 0.2" in steep.flags
+    beyond = scaling.bounded_accuracy(np.array([1.2, 1.0, 9.5]), n, 0.25)  # heads past 1
+    fit = scaling.fit(scaling.Bounded(chance=0.25), Points(n, beyond), n_boot=0)
+    assert "ceiling at upper bound 1" in fit.flags, (fit.values, fit.flags)
+    inside = scaling.bounded_accuracy(np.array([0.9, 1.0, 8.5]), n, 0.25)
+    assert scaling.fit(scaling.Bounded(chance=0.25), Points(n, inside), n_boot=0).flags == ()
+
+
+@pytest.mark.parametrize("form", ["power_law", "bounded", "chinchilla", "two_step", "lr_law"])
+def test_curves_of_many_draws_at_once_match_one_draw_at_a_time(form):
+    """`predict_draws` passes all bootstrap draws through a form's `predict` at once."""
+    rng = np.random.default_rng(6)
+    n, d = np.geomspace(1e7, 1e10, 5), np.geomspace(1e9, 1e11, 5)
+    center = {"power_law": [0.2, 300.0, 0.35], "bounded": [0.9, 0.8, 8.5],
+              "chinchilla": [1.7, 400.0, 0.34, 410.0, 0.28],
+              "two_step": [1.7, 400.0, 0.34, 410.0, 0.28, 2.4, -4.0, 2.2, 0.25],
+              "lr_law": [0.01, 0.3]}[form]
+    draws = np.array(center) * rng.uniform(0.9, 1.1, (7, len(center)))
+    f = scaling.Bounded(chance=0.25) if form == "bounded" else scaling.FORMS[form]()
+    grid = Points(n, n, d=d)
+    expected = np.array([f.predict(theta, grid) for theta in draws])
+    np.testing.assert_allclose(scaling.predict_draws(f, draws, n, d), expected, rtol=1e-12)
+
+
+def test_the_noise_of_a_prediction_counts_the_degrees_of_freedom():
+    n = np.geomspace(1e7, 1e10, 5)
+    y = 0.2 + 50.0 * n**-0.3 + np.array([0.01, -0.01, 0.01, -0.01, 0.0])
+    fit = scaling.fit(scaling.PowerLaw(), Points(n, y), n_boot=0)
+    assert scaling.noise_sd(fit) == pytest.approx(np.sqrt(np.sum(fit.residuals**2) / 2))
+    exact = scaling.fit(scaling.PowerLaw(), Points(n[:3], y[:3]), n_boot=0)
+    assert scaling.noise_sd(exact) == 0.0  # 3 points, 3 parameters: no residual to learn from
+    assert np.isnan(scaling.interval(fit, [1e11])[1])  # no bootstrap, no interval
+
+
 def test_results_are_frozen():
     n = np.geomspace(1e7, 1e9, 4)
     fit = scaling.fit(scaling.PowerLaw(), Points(n, 0.2 + 10 * n**-0.3), n_boot=10)

@@ -280,7 +280,7 @@ def test_retrieval(tokenizer):
     t = task("t_ret", "retrieval", "map@20")
     split = retrieval_split()
     model = model_with(t, tokenizer)
-    assert list(model.heads["t_ret"].parameters()) == []
+    assert list(model.heads["t_ret"].parameters()) == []  # nothing new to train, nothing saved
     feats = RetrievalEncoder.encode(split, tokenizer, 32)
     assert [f["side"] for f in feats] == ["query"] * 3 + ["candidate"] * 5
     assert [f.get("candidate_index") for f in feats[3:]] == [0, 1, 2, 3, 4]
@@ -305,8 +305,73 @@ def test_retrieval(tokenizer):
     logits1, _ = run_eval(model, "t_ret", RetrievalEncoder, split, feats, bs=3)
     assert logits1[0].shape == (3, model.config.hidden_size)
     assert not torch.allclose(logits1[0], logits[0])
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="pairs"):  # the loss trains on pairs only
         model.heads["t_ret"].loss(logits[0], {})
+
+
+def ref_bert_for_retrieval_loss(q_pooled, a_pooled, logit_scale=100.0):
+    """XTREME-R's `BertForRetrieval.forward` (third_party/bert.py), transcribed: in-batch
+    softmax over the scaled cosines of L2-normalized query and answer encodings."""
+    def normalized_cls_token(cls_token):
+        return torch.nn.functional.normalize(cls_token, p=2, dim=1)
+    a_encodings = normalized_cls_token(q_pooled)
+    b_encodings = normalized_cls_token(a_pooled)
+    similarity = torch.matmul(a_encodings, torch.transpose(b_encodings, 0, 1))
+    logits = similarity * logit_scale
+    batch_size = list(a_encodings.size())[0]
+    labels = torch.arange(0, batch_size, device=logits.device)
+    return torch.nn.CrossEntropyLoss()(logits, labels)
+
+
+def test_retrieval_fine_tuning(tokenizer):
+    """Where XTREME-R fine-tunes retrieval (LAReQA, Mewsli-X): a train split becomes (query,
+    positive) pairs, B x 2 x T; the head embeds both as at evaluation and its loss is
+    BertForRetrieval's in-batch softmax."""
+    t = task("t_ret", "retrieval", "map@20")
+    cands = retrieval_split().candidates
+    queries = (RetrievalExample("q0", "the capital of france", ("c2",)),
+               RetrievalExample("q1", "a dog ran", ("c0", "c4")),
+               RetrievalExample("q2", "Acme Corp", ("c3",)))
+    split = Split("t_ret", "test", "en", queries, candidates=cands)
+    train = Split("t_ret", "train", "en", queries, candidates=cands)
+    model = model_with(t, tokenizer)
+    feats = RetrievalEncoder.encode(train, tokenizer, 32)
+    assert [f["side"] for f in feats] == ["pair"] * 3
+    text = {c.id: c.text for c in split.candidates}
+    for f, ex in zip(feats, split.examples):  # the query and its first relevant candidate
+        assert f["input_ids"] == [tokenizer(ex.query)["input_ids"],
+                                  tokenizer(text[ex.relevant[0]])["input_ids"]]
+    batch = RetrievalEncoder.collate(feats, 0)
+    width = max(len(s) for f in feats for s in f["input_ids"])
+    assert batch["input_ids"].shape == batch["pool_mask"].shape == (3, 2, width)
+    with torch.no_grad():
+        pairs = model("t_ret", batch)
+        evals = RetrievalEncoder.encode(split, tokenizer, 32)
+        single = {(f["side"], f.get("candidate_index", f["example_index"])):
+                  model("t_ret", RetrievalEncoder.collate([f], 0))[0] for f in evals}
+    h = model.config.hidden_size
+    assert pairs.shape == (3, 2, h)
+    gold = [int(ex.relevant[0][1:]) for ex in split.examples]
+    for i in range(3):  # padding to the pair batch's width changes no embedding
+        torch.testing.assert_close(pairs[i, 0], single["query", i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pairs[i, 1], single["candidate", gold[i]], atol=1e-5,
+                                   rtol=1e-5)
+    loss = model.heads["t_ret"].loss(pairs, batch)
+    ref = ref_bert_for_retrieval_loss(pairs[:, 0], pairs[:, 1])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    swapped = ref_bert_for_retrieval_loss(pairs[:, 1], pairs[:, 0])
+    assert abs(swapped.item() - ref.item()) > 1e-3  # the query side is the softmax's rows
+    losses = train_steps(model, "t_ret", batch, steps=4)
+    assert losses[-1] < losses[0]
+    # LAReQA's training source: SQuAD as retrieval (question, answer sentence + paragraph)
+    context = "The cat sat on the mat. Paris is the capital of France."
+    squad = Split("t_ret", "train", "en", (
+        SpanQAExample("s1", "where is the cat ?", context, (Answer("the mat", 15),)),
+        SpanQAExample("s2", "what is paris ?", context, (Answer("the capital", 34),))))
+    pairs = RetrievalEncoder.encode(squad, tokenizer, 64)
+    assert [tokenizer.decode(f["input_ids"][1], skip_special_tokens=True) for f in pairs] == [
+        tokenizer.decode(tokenizer(sentence + context)["input_ids"], skip_special_tokens=True)
+        for sentence in ("The cat sat on the mat.", "Paris is the capital of France.")]
 
 
 def test_causal_lm(tokenizer):

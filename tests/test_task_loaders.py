@@ -95,7 +95,8 @@ EXPECTED = {
     ("tydiqa", "train", "fi"): (1, SpanQAExample(
         "finnish--6234437541939232823-0", "Mikä on Suomen pääkaupunki?",
         "Helsinki on Suomen pääkaupunki ja maan suurin kaupunki.", (Answer("Helsinki", 0),))),
-    ("tatoeba", "test", "zh"): (2, RetrievalExample("cmn-0", "我饿了。", ("eng-0",))),
+    # XTREME's direction: English queries, the non-English sentences as the pool
+    ("tatoeba", "test", "zh"): (2, RetrievalExample("eng-0", "I am hungry.", ("cmn-0",))),
     ("multilingual_lm", "train", "de"): (2, TextExample(
         "de-0", "Das ist ein Dokument.\nMit zwei Zeilen.")),
 }
@@ -187,8 +188,8 @@ def test_composites_and_source_details():
 
 def test_retrieval_pools():
     tat = get_task("tatoeba").load("test", "de", CTX)
-    assert [c.text for c in tat.candidates][:1] == ["I am hungry."]
-    assert [e.relevant for e in tat.examples] == [("eng-0",), ("eng-1",), ("eng-2",)]
+    assert [c.text for c in tat.candidates][:1] == ["Ich habe Hunger."]
+    assert [e.relevant for e in tat.examples] == [("deu-0",), ("deu-1",), ("deu-2",)]
     bucc = get_task("bucc").load("validation", "de", CTX)
     assert [e.relevant for e in bucc.examples] == [("en-000000002",), (), ("en-000000001",)]
     assert len(bucc.candidates) == 3
@@ -198,6 +199,10 @@ def test_retrieval_pools():
         "Rom: Danach flog sie nach (Paris) und { Rom } ."]  # XTREME-R's preprocess_mention
     assert [e.relevant for e in mx.examples] == [("Q567",), ("Q220",)]
     assert len(mx.candidates) == 4 and mx.candidates[1].text.startswith("Berlin is")
+    # LAReQA: a candidate is its sentence followed by its paragraph, as XTREME-R encodes it
+    la = get_task("lareqa").load("test", "en", CTX)
+    context = "The Panthers gave up just 308 points. They ranked sixth in the league."
+    assert la.candidates[6].text == "The Panthers gave up just 308 points. " + context
     assert len(get_task("mewslix").load("test", "ar", CTX)) == 1
     la = get_task("lareqa").load("test", "de", CTX)
     assert len(la.candidates) == 22  # two sentences x 11 languages: one multilingual pool

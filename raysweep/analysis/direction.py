@@ -155,8 +155,10 @@ def target_for(form: str, direction: Direction, metric: str, ceiling: float | No
                          f"({direction.source}); use --form {RISING_ONLY[form]}")
     if form == "lr_law":
         return Target(f"lr* ({'max' if direction.way == RISING else 'min'} {metric})")
-    if direction.way == FALLING or form == "two_step":
+    if direction.way == FALLING:
         return Target(metric)
+    if form == "two_step":  # the sigmoid fits the value itself, which stays under its ceiling
+        return Target(metric, y_min=0.0, y_max=ceiling)
     if form == "bounded":
         return Target(metric if ceiling == 1.0 else f"{metric} / {ceiling:g}", scale=ceiling,
                       y_min=0.0, y_max=1.0)

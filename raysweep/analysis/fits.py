@@ -161,10 +161,10 @@ def fit_groups(points: PointTable, *, forms: Sequence[str] | None = None,
     metric's name and the data's trend; `ceiling` the metric's ceiling; see
     `raysweep.analysis.direction`). With `intervals` (and n_boot > 0) each fit also gets its
     leave-largest-out checks of the prediction interval (`scaling.backtest`,
-    `scaling.holdout_forecast`: two more bootstrapped fits). Raises InputError where a group has too few points, a form's column is
-    missing everywhere, the direction is unclear, or a form cannot describe it; a two-step
-    form skips groups without a task loss (aggregates such as xtreme_r have none) and says so
-    in `skipped`."""
+    `scaling.holdout_forecast`: two more bootstrapped fits). Raises InputError where a group
+    has too few points, a form's column is missing everywhere, the direction is unclear, or a
+    form cannot describe it; a two-step form skips groups without a task loss (aggregates such
+    as xtreme_r have none) and says so in `skipped`."""
     by = resolve_group_columns(points, by)
     if forms is None:
         forms = SWEEP_DEFAULT_FORMS if points.kind == "sweep" else TABLE_DEFAULT_FORMS

@@ -31,7 +31,15 @@ class Prediction:
 
     @property
     def value(self) -> float:
-        return self.group.transform.value(self.forecast.pred)
+        """The estimate in the metric's units, inside the metric's range (`clipped`)."""
+        t = self.group.transform
+        return t.value(t.clip(self.forecast.pred, self.forecast.pred)[0])
+
+    @property
+    def clipped(self) -> bool:
+        """The curve itself leaves the metric's range at this size (e.g. above the ceiling)."""
+        t = self.group.transform
+        return not t.y_min <= self.forecast.pred <= t.y_max
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -91,8 +99,32 @@ def predict(fits: Sequence[GroupFit], n_params: float, tokens: float | None = No
     return out
 
 
+def interval_notes(predictions: Sequence[Prediction]) -> list[str]:
+    """Why a prediction has no interval, or sits on the edge of the metric's range."""
+    notes = [f"{p.group.label}: no interval: {p.group.fit.n_points} points for "
+             f"{len(p.group.fit.params)} parameters leave no residual to measure the error by "
+             "(or --n-boot drew no usable resample); add a size"
+             for p in predictions if not np.isfinite(p.forecast.lo)]
+    notes += [f"{p.group.label}: the fitted curve leaves the metric's range at this size "
+              f"({p.group.transform.value(p.forecast.pred):.4g}); shown at the edge"
+              for p in predictions if p.clipped]
+    return notes
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _backtest_json(f: GroupFit) -> dict[str, Any] | None:
+    """The evidence the widening looked at: the raw interval at the largest fitted size from
+    the smaller ones, in the metric's units."""
+    b = f.backtest
+    if b is None:
+        return None
+    lo, hi = f.transform.value_interval(b.lo, b.hi)
+    return {"n_params": b.n_params, "n_prev": b.n_prev, "pred": f.transform.value(b.pred),
+            "lo": _finite(lo), "hi": _finite(hi), "true": f.transform.value(b.true),
+            "covered": b.covered}
 
 
 def as_json(predictions: Sequence[Prediction], *, source: str, n_params: float,
@@ -120,6 +152,7 @@ def as_json(predictions: Sequence[Prediction], *, source: str, n_params: float,
             "widened_by": p.forecast.widen * f.transform.scale,
             "tokens": p.tokens, "fit_flags": list(f.fit.flags),
             "params": {q.name: q.value for q in f.fit.params},
+            "backtest": _backtest_json(f),
             "holdout": holdout,
         })
     covered, total = holdout_coverage([p.group for p in predictions])
@@ -143,18 +176,20 @@ def predictions_table(predictions: Sequence[Prediction], n_params: float, level:
         table.add_column(column)
     for p in predictions:
         f, (lo, hi) = p.group, p.interval
-        cell = f"{_fmt(p.value)} [{_fmt(lo)}, {_fmt(hi)}]"
+        cell = f"{_fmt(p.value)} \\[{_fmt(lo)}, {_fmt(hi)}]"  # \\[: not rich markup
         if p.forecast.widen > 0:
             raw_lo, raw_hi = p.raw_interval
-            cell += (f"\nwidened from [{_fmt(raw_lo)}, {_fmt(raw_hi)}]: the backtest missed "
-                     "its interval")
+            cell += (f"\nwidened from \\[{_fmt(raw_lo)}, {_fmt(raw_hi)}]: the backtest "
+                     "missed its interval")
         h, back = f.holdout_interval, f.backtest
         holdout = "-"
         if h is not None and back is not None:
             h_lo, h_hi = f.transform.value_interval(h.lo, h.hi)
+            verdict = {True: "inside", False: "[red]outside[/]",
+                       None: "no interval: as many parameters as sizes"}[f.holdout_covered]
             holdout = (f"N={back.n_params:.3g}: {_fmt(f.transform.value(h.pred))} "
-                       f"[{_fmt(h_lo)}, {_fmt(h_hi)}]\nvs {_fmt(f.transform.value(back.true))} "
-                       f"({'inside' if f.holdout_covered else '[red]outside[/]'})")
+                       f"\\[{_fmt(h_lo)}, {_fmt(h_hi)}]\nvs "
+                       f"{_fmt(f.transform.value(back.true))} ({verdict})")
         flags = f"[red]{flags_text(f)}[/]" if f.fit.flags else ""
         table.add_row(f.label.replace(", ", "\n"), f"{f.fit.name}\n({f.target})", cell,
                       holdout, flags)

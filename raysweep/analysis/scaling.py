@@ -212,6 +212,13 @@ class Form:
         k = len(self.param_names)
         return np.full(k, -np.inf), np.full(k, np.inf)
 
+    def bound_tolerance(self, observed: Points) -> np.ndarray:
+        """How close to a limit an estimate counts as on it: BOUND_TOLERANCE of the search's
+        width; exactly on it where the search is open on the other side."""
+        lower, upper = self.bounds(observed)
+        width = upper - lower
+        return np.where(np.isfinite(width), BOUND_TOLERANCE * width, 0.0)
+
     def observed(self, points: Points) -> Points:
         """The observations the form's parameters describe (most forms: the points themselves)."""
         return points
@@ -270,19 +277,19 @@ def _fit(form: Form, points: Points, n_boot: int, level: float, seed: int,
     )
 
 
-# Within this fraction of the search's width (or, for a one-sided limit, exactly on it) an
-# estimate counts as on its bound. The power law's E and A land exactly on 0 (the closed-form
-# solve picks the boundary) and its alpha within 1e-8 of a grid end; trf stops within ~1e-8.
+# Within this fraction of the search's width (`Form.bound_tolerance`) an estimate counts as on
+# its bound. The power law's A lands exactly on 0 when the closed-form solve picks that
+# boundary, E on 0 or within ~1e-10 of the data's scale, alpha within 1e-8 of a grid end; trf
+# (the bounded form) stops within ~1e-8 of a bound.
 BOUND_TOLERANCE = 1e-6
 
 
 def bound_flags(form: Form, theta: np.ndarray, observed: Points) -> tuple[str, ...]:
     """"<param> at lower/upper bound <b>" for each estimate on a limit of the search."""
     lower, upper = form.bounds(observed)
-    width = upper - lower
     flags = []
-    for name, value, lo, hi, w in zip(form.param_names, theta, lower, upper, width):
-        tol = BOUND_TOLERANCE * w if np.isfinite(w) else 0.0
+    for name, value, lo, hi, tol in zip(form.param_names, theta, lower, upper,
+                                        form.bound_tolerance(observed)):
         if np.isfinite(lo) and value <= lo + tol:
             flags.append(f"{name} at lower bound {lo:.6g}")
         elif np.isfinite(hi) and value >= hi - tol:
@@ -368,8 +375,7 @@ NOISE_SAMPLES = 4000
 
 def noise_sd(fit: Fit) -> float:
     """The residual standard deviation, with the degrees of freedom the fit used up: sqrt(SSR /
-    (n - p)). 0 where the form has as many parameters as points: such a fit goes through every
-    point and says nothing of the noise (only the backtest can then widen its interval)."""
+    (n - p)); 0 where the form has as many parameters as points (no residual to learn from)."""
     dof = fit.n_points - len(fit.params)
     if dof <= 0:
         return 0.0
@@ -399,16 +405,19 @@ def interval(fit: Fit, n: np.ndarray, d: np.ndarray | None = None, level: float 
     observations of a known power law (8 and 24 points, 400 draws each), with it 95%
     (test_predict checks). A Student t for the noise covered as well on such data but, with
     the one residual degree of freedom of a model family of 4 sizes, made the interval span
-    the whole metric. lo and hi are nan without bootstrap draws."""
+    the whole metric. lo and hi are nan without bootstrap draws, and for a fit with as many
+    parameters as points: it goes through every point, every resample that can be fitted
+    is the same curve, and nothing measures how far off it is (`widen` treats such a
+    backtest as a miss)."""
     if not fit.form.predicts_metric:
         raise ValueError(f"form {fit.name!r} predicts no metric; it has no prediction interval")
     level = fit.level if level is None else level
     n = np.asarray(n, dtype=float).reshape(-1)
     estimate = float(np.mean(fit.predict(n, d)))
-    if len(fit.boot) == 0:
-        return estimate, np.nan, np.nan
     dof = fit.n_points - len(fit.params)
-    inflate = np.sqrt(fit.n_points / dof) if dof > 0 else 1.0
+    if len(fit.boot) == 0 or dof <= 0:
+        return estimate, np.nan, np.nan
+    inflate = np.sqrt(fit.n_points / dof)
     curves = estimate + inflate * (predict_draws(fit.form, fit.boot, n, d).mean(axis=1)
                                    - estimate)
     repeats = -(-NOISE_SAMPLES // len(curves))
@@ -568,6 +577,12 @@ class PowerLaw(Form):
 
     def bounds(self, observed: Points) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(3), np.array([np.inf, np.inf, self.max_alpha])
+
+    def bound_tolerance(self, observed: Points) -> np.ndarray:
+        # E is in the units of y: on its bound within a millionth of the data's scale. A = 0
+        # exactly when the solve chose that boundary (a tiny A still bends the curve).
+        scale = float(np.max(np.abs(observed.y))) if len(observed) else 0.0
+        return np.array([BOUND_TOLERANCE * scale, 0.0, BOUND_TOLERANCE * self.max_alpha])
 
     def estimate(self, observed: Points, init: np.ndarray | None = None) -> np.ndarray:
         return self._estimate_many(observed.n[None, :], observed.y[None, :])[0]

@@ -28,7 +28,7 @@ def summary_table(fits: Sequence[GroupFit], title: str = "scaling fits"):
     table.add_column(f"parameters [{level:.0%} CI]")
     table.add_column(f"largest size held out:\npred [{level:.0%} PI] vs true")
     for f in fits:
-        params = "\n".join(f"{p.name} {_fmt(p.value)} [{_fmt(p.lo)}, {_fmt(p.hi)}]"
+        params = "\n".join(f"{p.name} {_fmt(p.value)} \\[{_fmt(p.lo)}, {_fmt(p.hi)}]"
                            for p in f.fit.params)
         if f.fit.flags:
             params += "\n[red]ON BOUND: " + "; ".join(f.fit.flags) + "[/]"
@@ -45,17 +45,23 @@ def _holdout_cell(f: GroupFit) -> str:
     if f.holdout_interval is not None and np.isfinite(f.holdout_interval.lo):
         covered = "inside" if f.holdout_covered else "[red]outside[/]"
         lo, hi = f.transform.clip(f.holdout_interval.lo, f.holdout_interval.hi)
-        pred += f" [{_fmt(lo)}, {_fmt(hi)}] ({covered})"
+        pred += f" \\[{_fmt(lo)}, {_fmt(hi)}] ({covered})"  # \\[: not rich markup
     return f"N={h.n_params:.3g}:\n{pred}\nvs {_fmt(h.true)} ({h.rel_err:.1%})"
 
 
 def fit_notes(fits: Sequence[GroupFit]) -> list[str]:
-    """What to read the table with: each fit on a bound (its curve is not a fit of the trend,
-    and a prediction from it is not one either), how each direction was decided, and how
-    often the holdout intervals held the largest size."""
-    notes = [f"{f.label}, {f.fit.name}: on a bound of the search ({'; '.join(f.fit.flags)}): "
-             "the curve does not follow the data's trend; do not predict from it"
-             for f in fits if f.fit.flags]
+    """What to read the table with: each fit on a bound (the form reaches this data only at
+    the edge of what it allows; with A = 0 the curve is flat, the mean, and follows no trend),
+    how each direction was decided, and how often the holdout intervals held the largest
+    size."""
+    notes = []
+    for f in fits:
+        if f.fit.flags:
+            flat = " (A = 0: a flat curve, the mean; it follows no trend)" if any(
+                flag.startswith("A at lower bound") for flag in f.fit.flags) else ""
+            notes.append(f"{f.label}, {f.fit.name}: on a bound of the search "
+                         f"({'; '.join(f.fit.flags)}): the form reaches this data only at the "
+                         f"edge of what it allows{flat}; read its predictions with care")
     decided = sorted({f"{f.metric or 'value'} fitted as {f.direction.way} "
                       f"({f.direction.source})" for f in fits if f.direction is not None})
     notes += [f"direction: {d}" for d in decided]

@@ -7,7 +7,6 @@ allowed, before Ray starts.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -35,12 +34,22 @@ def launch(
     space: str = typer.Option(..., "--space", help="A name in search_spaces/ or a YAML path."),
     address: Optional[str] = typer.Option(None, help="'auto' joins a running cluster; "
                                           "none starts a local Ray."),
-    storage: Path = typer.Option(Path("runs"), help="Where sweeps, stages and Ray runs go."),
+    storage: str = typer.Option("runs", help="Where sweeps, stages and Ray runs go: a directory, "
+                                "or a URI (s3://, gs://, file://) for results and Ray's state."),
+    stages: Optional[str] = typer.Option(None, help="The stage store, a POSIX directory every "
+                                         "node shares (default: STORAGE/stages); needed when "
+                                         "--storage is s3:// or gs://."),
     name: Optional[str] = typer.Option(None, help="Sweep name (default: the space's name)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     verbose: bool = typer.Option(False, help="Forward Ray worker logs to this terminal."),
 ) -> None:
     """Run a sweep: one Tuner per model size, each trial a Ray Train FSDP2 job."""
+    from raysweep.run.store import StageRootError, stage_root
+
+    try:
+        stage_root(storage, stages)  # leases need a shared POSIX directory: refuse s3:// here
+    except StageRootError as e:
+        fail(str(e))
     try:
         spec, file = load_space(space)
         if not dry_run:  # every dataset the trials read is there, before Ray starts
@@ -58,7 +67,7 @@ def launch(
 
     try:
         result = run(spec, file, storage, name=name, address=address, verbose=verbose,
-                     console=console)
+                     console=console, stages=stages)
     except SpaceError as e:  # e.g. more workers than the cluster really has
         fail(str(e))
     console.print(f"results: {result.sweep_dir}  (raysweep show {result.sweep_dir})")
@@ -69,11 +78,12 @@ def launch(
 
 
 @app.command()
-def show(sweep_dir: Path = typer.Argument(..., help="A sweep directory.")) -> None:
+def show(sweep_dir: str = typer.Argument(..., help="A sweep directory, or its URI.")) -> None:
     """Best result per model size, and per target task and language."""
     from raysweep.results.show import best_tables
+    from raysweep.results.tables import location
 
-    if not (sweep_dir / "trials").is_dir():
+    if not (location(sweep_dir) / "trials").is_dir():
         fail(f"{sweep_dir}: not a sweep directory (no trials/ table); run `raysweep launch` first")
     for table in best_tables(sweep_dir):
         console.print(table)

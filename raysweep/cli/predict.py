@@ -16,8 +16,8 @@ from typing import Optional
 
 import typer
 
-from raysweep.cli.fit import (BY, CEILING, CHANCE, DIRECTION, LANGUAGE, LEVEL, METRIC, N_BOOT,
-                              SEED, SOURCE, SPLIT, STAGE, input_error, split_list, load_selected)
+from raysweep.cli.fit import (BY, CEILING, CHANCE, DIRECTION, LANGUAGE, LEVEL, METRIC, SEED,
+                              SOURCE, SPLIT, STAGE, input_error, load_selected, split_list)
 
 
 def predict_command(
@@ -73,7 +73,7 @@ def predict_command(
         return
     console = make_console()
     console.print(predict.predictions_table(predictions, n_params, level))
-    notes = fit_notes(fits.groups) + list(fits.skipped)
+    notes = predict.interval_notes(predictions) + fit_notes(fits.groups) + list(fits.skipped)
     if tokens is not None and form not in predict.TOKEN_FORMS:
         notes.append(f"--tokens is not used by form {form!r} (a curve in N alone)")
     for note in notes:

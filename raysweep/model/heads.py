@@ -15,7 +15,7 @@ the batch keys a head reads are the ones its encoder's `collate` writes.
 | `multiple_choice` | B x C (one score/choice)  | cross-entropy over choices                |
 | `token_cls`       | B x T x num_labels        | cross-entropy, -100 off first sub-tokens  |
 | `span_qa`         | B x T x 2 (start, end)    | mean of start and end cross-entropies     |
-| `retrieval`       | B x H (pooled embedding)  | none (zero-shot)                          |
+| `retrieval`       | B x H (pooled embedding)  | in-batch softmax over (query, positive)   |
 | `causal_lm`       | B x T x V                 | next-token cross-entropy                  |
 
 Pooling follows the transformers classes: `LlamaForSequenceClassification` scores the last
@@ -141,11 +141,20 @@ class SpanQAHead(Head):
 
 class RetrievalHead(Head):
     """Sentence embeddings: mean-pooled hidden states of layer `self.layer` over `pool_mask` (the
-    non-special tokens); no parameters, no training (XTREME's zero-shot retrieval setting). The
-    engine sets the layer: `model.heads[task].layer = k` (an index into LlamaModel's
-    hidden_states; None = the final normed output)."""
+    non-special tokens). No parameters. The engine sets the layer: `model.heads[task].layer = k`
+    (an index into LlamaModel's hidden_states; None = the final normed output).
+
+    Fine-tuning (where XTREME-R's protocol trains a retrieval task: LAReQA, Mewsli-X) takes
+    batches of (query, positive) pairs, B x 2 x T, whose embeddings come back B x 2 x H; the loss
+    is XTREME-R's `BertForRetrieval` (`third_party/bert.py`): cross-entropy over the B x B
+    scaled cosine similarities of the L2-normalized query and positive embeddings, the i-th
+    positive being query i's label (the other positives of the batch are its negatives; with
+    several ranks, those of its rank's slice, as under the original's DataParallel). The scale
+    is the original's initial `logit_scale`, 100, held fixed: a learned scalar would be this
+    head's only parameter, and at the original's learning rates it barely moves."""
 
     kind = "retrieval"
+    logit_scale: float = 100.0
 
     def __init__(self, hidden_size: int, task: Task, vocab_size: int | None = None,
                  layer: int | None = None):
@@ -154,12 +163,18 @@ class RetrievalHead(Head):
 
     def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> Tensor:
         mask = batch.get("pool_mask", batch["attention_mask"])
+        mask = mask.reshape(-1, mask.shape[-1])  # pairs: B x 2 x T -> 2B x T, as the hidden
         empty = mask.sum(-1, keepdim=True) == 0
         mask = torch.where(empty, batch["attention_mask"], mask)
         return mean_pool(hidden.float(), mask)
 
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError("the retrieval head is not trained (zero-shot retrieval)")
+        if logits.dim() != 3 or logits.shape[1] != 2:
+            raise ValueError("the retrieval loss takes (query, positive) pairs: embeddings "
+                             f"B x 2 x H, got {tuple(logits.shape)}")
+        q, a = F.normalize(logits[:, 0].float(), dim=-1), F.normalize(logits[:, 1].float(), dim=-1)
+        scores = self.logit_scale * q @ a.T
+        return F.cross_entropy(scores, torch.arange(len(q), device=scores.device))
 
 
 class CausalLMHead(Head):

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from raysweep.results.tables import DONE, load
+from raysweep.results.tables import DONE, load, location, read_text
 
 # Written by `raysweep launch` into the sweep directory: the normalized SweepSpec as JSON.
 SPACE_FILE = "space.json"
@@ -31,10 +31,8 @@ def recorded_space(sweep_dir: str | Path) -> dict[str, Any] | None:
     """The sweep's space.json as plain JSON, or None where the sweep has none (written by hand,
     or before launch recorded it). Read as JSON rather than re-validated as a SweepSpec, so that
     a sweep recorded by an older version still reads."""
-    path = Path(sweep_dir) / SPACE_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    text = read_text(location(sweep_dir) / SPACE_FILE)  # a local path or a URI
+    return None if text is None else json.loads(text)
 
 
 def sweep_mode(sweep_dir: str | Path) -> str:

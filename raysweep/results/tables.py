@@ -10,18 +10,28 @@ Every file is written under a dot-prefixed temporary name and renamed into place
 (`load`, `pyarrow.dataset`, DuckDB's `read_parquet('.../metrics/*.parquet')`) sees whole files
 only; pyarrow.dataset skips dot-prefixed names by default and the glob `*.parquet` never matches
 a `.tmp` name. Nothing is ever rewritten in place, so a crash cannot corrupt earlier rows.
+
+A sweep directory is a local path or a URI (`file://`, `s3://`, `gs://`, anything
+`pyarrow.fs.FileSystem.from_uri` knows): every read and write here goes through `pyarrow.fs`
+(`Location`). On object stores there is no rename (a move is a copy), but one PUT is atomic
+there: an object appears whole or not at all, so files are written straight to their names.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 # Hyperparameters every trial carries as typed columns (None where a stage does not run).
@@ -41,7 +51,9 @@ METRICS_SCHEMA = pa.schema(
         pa.field("model", pa.string()),
         pa.field("n_params", pa.int64()),
         pa.field("stage", pa.string()),  # pretrain | intermediate | target | eval
-        pa.field("task", pa.string()),  # a task name, or an aggregate: xtreme_r, xtreme_r/<category>
+        # a task name, or an aggregate: xtreme_r, xtreme_r/<category>, xtreme_r_partial[...],
+        # xtreme_r_syn... (raysweep.tasks.aggregate)
+        pa.field("task", pa.string()),
         pa.field("language", pa.string()),  # ISO code, "all" for aggregates over languages
         pa.field("split", pa.string()),  # train | validation | test
         pa.field("metric", pa.string()),  # loss, accuracy, f1, em, map@20, score
@@ -81,14 +93,108 @@ TABLES = {"metrics": METRICS_SCHEMA, "trials": TRIALS_SCHEMA}
 DONE, STOPPED, ERROR = "done", "stopped", "error"
 
 
-def atomic_write(table: pa.Table, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:  # the bytes are on disk before the name appears
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+# Stores where a whole-object PUT is atomic and a rename is a copy: written in place. Named as
+# `FileSystem.type_name` ends: "s3", "gcs"; "py::fsspec+gs" for a Python (fsspec) one.
+OBJECT_STORES = frozenset({"s3", "gcs", "gs", "abfs"})
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(where: str | os.PathLike) -> bool:
+    return bool(_URI.match(os.fspath(where)))
+
+
+@functools.lru_cache(maxsize=64)  # s3's from_uri asks for the bucket's region: once per URI
+def _from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(uri)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A results file or directory: a `pyarrow.fs` file system and a path on it. `name` is what
+    it was given as (a local path or a URI), what `str()` gives and what other processes (Ray
+    workers) are handed; a Location built on another file system (a test's SubTreeFileSystem)
+    lives in this process only."""
+
+    fs: pafs.FileSystem
+    path: str
+    name: str
+
+    def __truediv__(self, part: str) -> "Location":
+        return Location(self.fs, f"{self.path.rstrip('/')}/{part}", _join(self.name, part))
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def local(self) -> bool:
+        return self.fs.type_name == "local"
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+
+Where = str | os.PathLike | Location  # a sweep directory or a file in one, however given
+
+
+def _join(name: str, part: str) -> str:
+    if not is_uri(name):
+        return os.path.join(name, part)
+    u = urlsplit(name)  # s3://bucket/dir?region=x: the part goes into the path, not the query
+    return urlunsplit(u._replace(path=f"{u.path.rstrip('/')}/{part}"))
+
+
+def location(where: Where) -> Location:
+    """A local path, a URI or a Location, as a Location."""
+    if isinstance(where, Location):
+        return where
+    name = os.fspath(where)
+    if is_uri(name):
+        fs, path = _from_uri(name)
+        return Location(fs, path, name)
+    return Location(pafs.LocalFileSystem(), os.path.abspath(name), name)
+
+
+def put_bytes(where: Where, data: bytes) -> None:
+    """Write a whole file so that a reader sees all of it or none of it."""
+    loc = location(where)
+    parent, _, base = loc.path.rpartition("/")
+    if re.split(r"::|\+", loc.fs.type_name)[-1] in OBJECT_STORES:
+        # On an object store one PUT (or a multipart upload, completed in one call) is atomic:
+        # the object appears whole or not at all, and there is no rename (a move is a copy).
+        with loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+        return
+    tmp = "/".join(filter(None, [parent, f".tmp-{uuid.uuid4().hex}-{base}"]))
+    if loc.local:  # os calls, so a path that cannot be written raises OSError as before
+        os.makedirs(parent, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name appears
+        os.replace(tmp, loc.path)
+        return
+    loc.fs.create_dir(parent, recursive=True)
+    with loc.fs.open_output_stream(tmp) as f:
+        f.write(data)
+    loc.fs.move(tmp, loc.path)  # a rename on file systems (HDFS, a SubTreeFileSystem's base)
+
+
+def read_text(where: Where) -> str | None:
+    """A small text file's contents, or None where there is none."""
+    loc = location(where)
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return None
+
+
+def atomic_write(table: pa.Table, path: Where) -> Path | str:
+    """Write one Parquet file whole (see the module docstring); returns where it went."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    put_bytes(path, buf.getvalue().to_pybytes())
+    return path if isinstance(path, Path) else str(path)
 
 
 def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -102,8 +208,8 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 class MetricsWriter:
     """Appends rows for one trial; each `flush` lands one new Parquet file atomically."""
 
-    def __init__(self, sweep_dir: str | os.PathLike, trial_id: str, base: dict[str, Any]):
-        self.dir = Path(sweep_dir) / "metrics"
+    def __init__(self, sweep_dir: Where, trial_id: str, base: dict[str, Any]):
+        self.dir = location(sweep_dir) / "metrics"
         self.trial_id = trial_id
         self.base = dict(base)
         self.rows: list[dict[str, Any]] = []
@@ -114,7 +220,7 @@ class MetricsWriter:
     def add(self, **row: Any) -> None:
         self.rows.append({**self.base, **row})
 
-    def flush(self, label: str) -> Path | None:
+    def flush(self, label: str) -> str | None:
         if not self.rows:
             return None
         table = to_table(self.rows, METRICS_SCHEMA)
@@ -123,22 +229,24 @@ class MetricsWriter:
         return atomic_write(table, self.dir / name)
 
 
-def write_trial(sweep_dir: str | os.PathLike, row: dict[str, Any]) -> Path:
+def write_trial(sweep_dir: Where, row: dict[str, Any]) -> str:
     table = to_table([row], TRIALS_SCHEMA)
-    return atomic_write(table, Path(sweep_dir) / "trials" / f"{row['trial_id']}.parquet")
+    return atomic_write(table, location(sweep_dir) / "trials" / f"{row['trial_id']}.parquet")
 
 
-def load(path: str | os.PathLike, table: str = "metrics") -> pa.Table:
+def load(path: Where, table: str = "metrics") -> pa.Table:
     """Read one table of a sweep directory (or a directory of Parquet files) as one Arrow table.
 
     A table with no files yet comes back empty, with its schema."""
-    path = Path(path)
-    if (path / table).is_dir():
-        path = path / table
+    loc = location(path)
+    if (loc / table).is_dir():
+        loc = loc / table
     schema = TABLES.get(table)
-    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.is_file and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith("."))
     if not files:
         if schema is None:
-            raise FileNotFoundError(f"{path}: no Parquet files")
+            raise FileNotFoundError(f"{loc}: no Parquet files")
         return schema.empty_table()
-    return ds.dataset(files, format="parquet", schema=schema).to_table()
+    return ds.dataset(files, format="parquet", schema=schema, filesystem=loc.fs).to_table()

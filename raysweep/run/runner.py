@@ -26,7 +26,7 @@ from raysweep.plan.stages import TrainingConfig
 from raysweep.results.tables import DONE, MetricsWriter, write_trial
 from raysweep.results.rows import trial_row
 from raysweep.run.stages import STAGES, _mean
-from raysweep.run.store import StageStore
+from raysweep.run.store import StageStore, stage_root
 from raysweep.spec import WARMUP_FRAC
 from raysweep.tasks import DataContext, Split, get_task
 from raysweep.tasks.encoding import encoder_for
@@ -66,10 +66,14 @@ class Progress:
 
 
 class TrialRunner:
+    """`storage`: the sweep's --storage (a path or URI); `stages`: its --stages, where the stage
+    store lives (default `<storage>/stages`); `sweep_dir`: the result tables (a path or URI)."""
+
     def __init__(self, plan: TrialPlan, storage: str | Path, sweep_dir: str | Path,
-                 trial_id: str, report: Report | None = None, node_id: str | None = None):
-        self.plan, self.sweep_dir, self.trial_id = plan, Path(sweep_dir), trial_id
-        self.store = StageStore(Path(storage) / "stages")
+                 trial_id: str, report: Report | None = None, node_id: str | None = None,
+                 stages: str | Path | None = None):
+        self.plan, self.sweep_dir, self.trial_id = plan, sweep_dir, trial_id
+        self.store = StageStore(stage_root(storage, stages))
         self.ranks = Ranks.current()
         self.mesh = device_mesh()
         self.report = report or (lambda metrics: None)
@@ -205,13 +209,14 @@ def train_worker(config: dict[str, Any]) -> None:
     plan = TrialPlan.from_dict(config["plan"])
     TrialRunner(plan, config["storage"], config["sweep_dir"], config["trial_id"],
                 report=lambda metrics: ray.train.report(metrics),
-                node_id=ray.get_runtime_context().get_node_id()).run()
+                node_id=ray.get_runtime_context().get_node_id(),
+                stages=config.get("stages")).run()
 
 
 def run_local(plan: TrialPlan, storage: str | Path, sweep_dir: str | Path,
-              trial_id: str) -> dict[str, Any]:
+              trial_id: str, stages: str | Path | None = None) -> dict[str, Any]:
     """One trial in this process (one rank, no Ray): the runner a sweep's Train workers run,
     for tests and benchmarks. Writes the trial's row as the sweep would."""
-    summary = TrialRunner(plan, storage, sweep_dir, trial_id).run()
+    summary = TrialRunner(plan, storage, sweep_dir, trial_id, stages=stages).run()
     write_trial(sweep_dir, trial_row(plan, trial_id, DONE, summary, None, summary["wall_s"]))
     return summary

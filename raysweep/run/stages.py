@@ -22,6 +22,7 @@ from raysweep.plan.stages import EvalConfig, StageConfig, TargetConfig, Training
 from raysweep.tasks import Split, get_task
 from raysweep.tasks.encoding import encoder_for
 from raysweep.tasks.metrics import xtreme_r_aggregate
+from raysweep.tasks.retrieval import fine_tuned
 from raysweep.train.loop import Trainer, train
 from raysweep.train.stream import FeatureStream
 
@@ -73,9 +74,9 @@ def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
     ev = r.plan.stage("eval")
     for i, name in enumerate(stage.tasks):
         model = r.model([name], stage.seed + 1000 * i)
-        if get_task(name).head != "retrieval":
+        if fine_tuned(get_task(name)):
             fine_tune(r, model, name, stage, ev)
-        # else: retrieval (Tatoeba, BUCC, LAReQA, Mewsli-X) is zero-shot: the backbone as is
+        # else: Tatoeba and BUCC are zero-shot in XTREME-R's protocol: the backbone as is
         evaluate_task(r, model, name, ev)
         r.flush(f"target-{name}")
         del model

@@ -7,6 +7,10 @@ across the nodes of a cluster sharing the storage), says who computes the key no
 refreshes it from a heartbeat thread, and a lease not refreshed for `ttl` seconds belongs to a
 dead holder and may be broken. So concurrent trials never compute the same key twice, and a
 crashed trial does not block the key forever.
+
+So the store needs a POSIX file system (O_EXCL, rename, mtime) that every node mounts at the same
+path: a local disk on one machine, NFS/EFS/Filestore on a cluster; never an object store, where
+none of those exist. `stage_root` is where a sweep puts it, and refuses a root that is not one.
 """
 
 from __future__ import annotations
@@ -23,8 +27,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
+
+from raysweep.results.tables import is_uri
 
 STATUS, LEASE = "STATUS", "LEASE"
+STAGES_DIR = "stages"  # the stage root under a local --storage when no --stages is given
+
+
+class StageRootError(ValueError):
+    """The stage outputs were sent where leases cannot work (an object store)."""
+
+
+def stage_root(storage: str | os.PathLike, stages: str | os.PathLike | None = None) -> Path:
+    """The stage store's root: `stages`, else `<storage>/stages`. A `file://` URI is its local
+    path; any other URI (s3://, gs://) is refused, since the leases need a shared POSIX file
+    system (see the module docstring)."""
+    root, flag = (stages, "--stages") if stages is not None else (storage, "--storage")
+    root = os.fspath(root)
+    if is_uri(root):
+        url = urlsplit(root)
+        if url.scheme != "file":
+            raise StageRootError(
+                f"{flag} {root}: stage outputs need a POSIX file system shared by every node "
+                "(their leases are O_EXCL files), not an object store; pass --stages DIR, a "
+                "directory on the cluster's shared file system (e.g. /mnt/shared/stages), and "
+                "keep --storage for the result tables and Ray's state")
+        root = unquote(url.path)
+    return Path(root) if stages is not None else Path(root) / STAGES_DIR
 
 
 def stage_key(config: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from raysweep.console import make_console
 from raysweep.plan.build import n_params
 from raysweep.plan.grid import trials_per_size
 from raysweep.results.best import SPACE_FILE
+from raysweep.results.tables import Location, is_uri, location, put_bytes, read_text
+from raysweep.run.store import stage_root
 from raysweep.spec import SpaceError, SweepSpec, check_resources
 
 
@@ -45,8 +48,23 @@ def max_concurrent(spec: SweepSpec, cluster_cpus: int) -> int:
 
 @dataclass
 class Launch:
-    sweep_dir: Path
+    sweep_dir: Path | str  # a local path, or the URI of a sweep on remote storage
     errors: int
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a sweep writes, as every node names it: `root` (a local path, made absolute, or a
+    URI) holds `<sweep>/` (the result tables), `tune/` and `train/` (Ray's run state); `stages`
+    the stage store, which must be a shared POSIX directory (`raysweep.run.store.stage_root`)."""
+
+    root: Location
+    stages: Path
+
+    @classmethod
+    def of(cls, storage: str | os.PathLike, stages: str | os.PathLike | None = None) -> "Storage":
+        root = str(storage) if is_uri(storage) else str(Path(storage).resolve())
+        return cls(location(root), stage_root(root, stages).resolve())
 
 
 # Environment of every Ray worker of a sweep (the job's runtime_env). The Train controller polls
@@ -61,11 +79,11 @@ RAY_ENV = {
 }
 
 
-def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Path) -> None:
+def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Location) -> None:
     """A sweep directory holds one space's results: relaunching the same space resumes it, and
     another space must not mix its rows into it (or overwrite its space.json)."""
-    recorded = sweep_dir / SPACE_FILE
-    if recorded.exists() and json.loads(recorded.read_text()) != spec.normalized:
+    recorded = read_text(sweep_dir / SPACE_FILE)
+    if recorded is not None and json.loads(recorded) != spec.normalized:
         raise SpaceError(file, "name", f"the sweep directory {sweep_dir} holds a sweep of another "
                          "space (its space.json differs); allowed: the same space, to resume it, "
                          "or another --name / --storage")
@@ -81,6 +99,13 @@ def use_cluster_token() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
     if os.environ.get("RAY_AUTH_TOKEN") or Path(path).exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:
+            # `import ray` has already read RAY_AUTH_MODE into its config, which stays 'disabled'
+            # (the launch still dies with InvalidAuthToken); re-read it, as Ray's own
+            # `ray start` does after turning token mode on (authentication_token_setup).
+            from ray._raylet import Config
+
+            Config.initialize("")
         return True
     return False
 
@@ -99,9 +124,12 @@ def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
                  dashboard_host="127.0.0.1", log_to_driver=verbose, runtime_env=runtime_env)
 
 
-def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
+def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | None = None,
            address: str | None = None, verbose: bool = False,
-           console: Console | None = None) -> Launch:
+           console: Console | None = None, stages: str | os.PathLike | None = None) -> Launch:
+    """`storage`: a local directory or a URI (s3://, gs://, file://) for the result tables and
+    Ray's state; `stages`: the stage store's shared POSIX directory (default
+    `<storage>/stages`, which a non-file URI storage cannot hold: StageRootError)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -112,16 +140,17 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
     from raysweep.run.trial import run_trial
 
     console = console or make_console()
-    storage = Path(storage).resolve()
+    where = Storage.of(storage, stages)
     name = name or spec.name
-    sweep_dir = storage / name
+    sweep_dir = where.root / name
     guard_sweep_dir(spec, file, sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if sweep_dir.local:
+        Path(sweep_dir.path).mkdir(parents=True, exist_ok=True)
     connect(address, spec.resources.cluster_cpus, verbose)
     cluster = ray.cluster_resources()
     cpus, gpus = int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
     check_resources(spec, file, cpus, gpus)  # the cluster we really have (names: checked at load)
-    (sweep_dir / SPACE_FILE).write_text(json.dumps(spec.normalized, indent=1))
+    put_bytes(sweep_dir / SPACE_FILE, json.dumps(spec.normalized, indent=1).encode())
     errors = 0
     for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
         console.print(f"[bold]{m.name}[/] ({n_params(spec, m):,} params): "
@@ -129,7 +158,8 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
         s = spec.search
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, plan_base={"spec": spec.normalized, "model": m.name},
-                                 storage=str(storage), sweep_dir=str(sweep_dir)),
+                                 storage=str(where.root), sweep_dir=str(sweep_dir),
+                                 stages=str(where.stages)),
             # The trial only waits on its Train workers, which hold the CPUs. Tune refuses an
             # empty bundle, so the trial asks for a token of memory instead of a CPU.
             {"cpu": 0, "memory": 64 * 2**20},
@@ -144,18 +174,18 @@ def launch(spec: SweepSpec, file: Path, storage: Path, name: str | None = None,
             if s.scheduler.name == "asha" else None,
         )
         run_config = tune.RunConfig(
-            name=f"{name}-{m.name}", storage_path=str(storage / "tune"), verbose=0,
+            name=f"{name}-{m.name}", storage_path=str(where.root / "tune"), verbose=0,
             callbacks=[Progress(m.name, trials_per_size(spec), s.mode),
                        RecordTrials(spec, m.name, str(sweep_dir))],
             failure_config=tune.FailureConfig(max_failures=0),
         )
-        experiment = storage / "tune" / f"{name}-{m.name}"
+        experiment = str(where.root / "tune" / f"{name}-{m.name}")
         if tune.Tuner.can_restore(experiment):  # a relaunch: finish what is left, redo errors
             console.print(f"resuming {experiment}")
-            tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True,
+            tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True,
                                        param_space=param_space(spec))
         else:
             tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                                run_config=run_config)
         errors += sum(1 for r in tuner.fit() if r.error)
-    return Launch(sweep_dir, errors)
+    return Launch(Path(sweep_dir.path) if sweep_dir.local else str(sweep_dir), errors)

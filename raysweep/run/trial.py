@@ -8,14 +8,16 @@ its finished stages).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
+
+from raysweep.results.tables import location
 
 
 def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: str,
                  workers: int, cpus_per_worker: int, gpus_per_worker: int):
     """The Train job of one trial: `workers` FSDP2 ranks (gloo on CPU, nccl on GPU) whose
-    reports reach the enclosing Tune trial."""
+    reports reach the enclosing Tune trial. `storage` is a local path or a URI (Ray's
+    storage_path takes both; its Train state goes under `<storage>/train`)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -29,16 +31,17 @@ def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: 
             num_workers=workers, use_gpu=use_gpu,
             resources_per_worker={"CPU": cpus_per_worker,
                                   **({"GPU": gpus_per_worker} if use_gpu else {})}),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage) / "train"),
+        run_config=RunConfig(name=name, storage_path=str(location(storage) / "train"),
                              callbacks=[TuneReportCallback()]),
     )
 
 
 def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str,
-              sweep_dir: str) -> None:
+              sweep_dir: str, stages: str | None = None) -> None:
     """The Tune function trainable. `config` holds the searched hyperparameters; `plan_base`
-    the serialized space and model (bound with `tune.with_parameters`). The trial's row is
-    written by the driver when Tune sees the trial end (`raysweep.run.record`)."""
+    the serialized space and model (bound with `tune.with_parameters`); `storage`, `sweep_dir`
+    and `stages` are paths or URIs, as every node names them. The trial's row is written by the
+    driver when Tune sees the trial end (`raysweep.run.record`)."""
     import ray.tune
 
     from raysweep.plan.build import build_plan
@@ -50,7 +53,7 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = make_trainer(
         train_worker,
-        {"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir,
+        {"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir, "stages": stages,
          "trial_id": trial_id, "threads": plan.cpus_per_worker},
         name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,

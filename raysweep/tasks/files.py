@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from raysweep.tasks.base import TaskDataError
 from raysweep.tasks.registry import TASK_MODULES, all_tasks, get_task
+from raysweep.tasks.retrieval import fine_tuned
 from raysweep.tasks.sources import HFData, Layout, Options, Source
 
 SYNTHETIC = "synthetic:"
@@ -74,8 +75,8 @@ def plan_reads(targets: Sequence[str], eval_languages: Mapping[str, Sequence[str
     them: the pretraining corpus's and the intermediate tasks' train splits (in each task's
     train languages); per target task, the train splits of its English training sources (XCOPA:
     SIQa, then COPA), the English dev set that selects models (the target's, else its training
-    source's), and the test split of every evaluated language. Retrieval targets are zero-shot:
-    test splits only."""
+    source's), and the test split of every evaluated language. Zero-shot retrieval targets
+    (Tatoeba, BUCC: `retrieval.fine_tuned`) read test splits only."""
     out: dict[Read, None] = {}
 
     def train(name: str) -> None:
@@ -88,7 +89,7 @@ def plan_reads(targets: Sequence[str], eval_languages: Mapping[str, Sequence[str
         train(name)
     for name in targets:
         task = get_task(name)
-        if task.head != "retrieval":
+        if fine_tuned(task):
             for source in task.train_tasks or (task.train_task or name,):
                 train(source)
             for dev in (task, get_task(task.train_task or name)):

@@ -5,8 +5,8 @@ in [0, 1] (XTREME prints them x100); `primary` reduces them to the task's one sc
 They reproduce XTREME's official evaluation (`google-research/xtreme`, `evaluate.py` and
 `third_party/`):
 
-- `accuracy`: XNLI, PAWS-X, XCOPA and the English classification / multiple-choice tasks;
-  Tatoeba (`retrieval_accuracy`: the top-ranked candidate is the gold translation).
+- `accuracy`: XNLI, PAWS-X, XCOPA and the English classification / multiple-choice tasks
+  (`accuracy` in `evaluate.py`); on a retrieval split, `retrieval_accuracy`.
 - `span_f1`: WikiANN NER, `seqeval.metrics.f1_score` (conlleval-style entity spans, micro).
 - `pos_f1`: UD-POS as XTREME computes it: the same `seqeval` F1, applied to the UPOS tags
   themselves (XTREME's `evaluate.py` maps `udpos` to the seqeval `f1`).
@@ -15,14 +15,13 @@ They reproduce XTREME's official evaluation (`google-research/xtreme`, `evaluate
 - `mlqa`: MLQA's `mlqa_evaluation_v1.py`: language-aware answer normalization (per-language
   articles, Unicode punctuation, mixed segmentation for Chinese), keyed by the split's language.
 - `squad_v2`: the official SQuAD 2.0 EM/F1 (unanswerable questions, gold "" when none).
-- `map@20`: XTREME-R's mean average precision at 20 (`average_precision_at_k` in
-  `third_party/utils_lareqa.py`; for Mewsli-X, with one gold entity, it equals MRR@20 as in
-  `utils_mewslix.evaluate`), for LAReQA and Mewsli-X.
-- `bucc_f1`: BUCC 2018 mining F1: each source sentence's best candidate is a mined pair, the
-  score threshold is the F1-optimal one on the split (XTREME's `bucc_optimize`).
+- retrieval (`raysweep.tasks.retrieval_metrics`, each citing its official source): `map@20`
+  (LAReQA, Mewsli-X), `retrieval_accuracy` (Tatoeba, English queries), `bucc_f1` (BUCC 2018:
+  margin-mined pairs, threshold chosen on dev and applied to test, ties never split).
 - `perplexity`: the causal-LM objective (per-token NLL and its exp).
 
-`xtreme_r_aggregate` turns per-task, per-language primary scores into XTREME-R's aggregate.
+`xtreme_r_aggregate` (`raysweep.tasks.aggregate`) turns per-task, per-language primary scores into
+XTREME-R's aggregates: `xtreme_r` only when every task is there, else `xtreme_r_partial[...]`.
 """
 
 from __future__ import annotations
@@ -35,9 +34,25 @@ import unicodedata
 import warnings
 from collections import Counter
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
+from raysweep.tasks.aggregate import (  # noqa: F401 - re-exported: the callers' one import
+    BENCHMARKS,
+    XTREME_R,
+    XTREME_R_SYN,
+    Benchmark,
+    is_aggregate,
+    xtreme_r_aggregate,
+)
 from raysweep.tasks.base import Split
+from raysweep.tasks.retrieval_metrics import (  # noqa: F401 - re-exported
+    average_precision_at_k,
+    bucc_f1,
+    bucc_scores,
+    bucc_threshold,
+    map_at_20,
+    retrieval_accuracy,
+)
 
 
 def _check(split: Split, predictions: Sequence[Any]) -> None:
@@ -215,69 +230,6 @@ def squad_v2(split: Split, predictions: Sequence[str]) -> dict[str, float]:
     return {"em": em / n, "f1": f1 / n}
 
 
-# --- retrieval -----------------------------------------------------------------------------------
-
-
-def average_precision_at_k(targets: Sequence[str], ranked: Sequence[str], k: int | None) -> float:
-    """XTREME-R's AP@k: precision at each new hit in the top k, over min(|targets|, k)."""
-    if k:
-        ranked = list(ranked)[:k]
-    targets = set(targets)
-    score = hits = 0.0
-    seen: set[str] = set()
-    for i, pred in enumerate(ranked):
-        if pred in targets and pred not in seen:
-            hits += 1.0
-            score += hits / (i + 1.0)
-        seen.add(pred)
-    divisor = min(len(targets), k) if k else len(targets)
-    return score / divisor if divisor else 0.0
-
-
-def map_at_20(split: Split, predictions: Sequence[Sequence[str]]) -> dict[str, float]:
-    """mAP@20 (LAReQA, Mewsli-X): predictions are ranked candidate ids per query."""
-    _check(split, predictions)
-    aps = [average_precision_at_k(ex.relevant, p, 20)
-           for ex, p in zip(split.examples, predictions)]
-    return {"map@20": sum(aps) / max(len(aps), 1)}
-
-
-def retrieval_accuracy(split: Split, predictions: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Tatoeba: the top-ranked candidate is a gold translation."""
-    _check(split, predictions)
-    right = sum(int(bool(p) and p[0] in ex.relevant)
-                for ex, p in zip(split.examples, predictions))
-    return {"accuracy": right / max(len(split.examples), 1)}
-
-
-def bucc_f1(split: Split, predictions: Sequence[Sequence[str]]) -> dict[str, float]:
-    """BUCC 2018: each source sentence's top candidate, with its score, is a candidate pair; the
-    F1-optimal score threshold over the split is applied (XTREME's `bucc_optimize` then
-    `bucc_f1`). Predictions are `heads.Ranking`s (ids with `.scores`). Gold pairs are every
-    (source, relevant target); source sentences without a translation have `relevant == ()`."""
-    _check(split, predictions)
-    gold = {(ex.id, t) for ex in split.examples for t in ex.relevant}
-    cands = []
-    for ex, p in zip(split.examples, predictions):
-        if len(p) == 0:
-            continue
-        scores = getattr(p, "scores", None)
-        if not scores:
-            raise ValueError(f"{split.task}: bucc_f1 needs scored rankings (heads.Ranking)")
-        cands.append(((ex.id, p[0]), float(scores[0])))
-    cands.sort(key=lambda x: -x[1])
-    best = {"f1": 0.0, "precision": 0.0, "recall": 0.0}
-    ncorrect = 0
-    for n, (pair, _) in enumerate(cands, start=1):
-        ncorrect += int(pair in gold)
-        if ncorrect:
-            precision, recall = ncorrect / n, ncorrect / len(gold)
-            f1 = 2 * precision * recall / (precision + recall)
-            if f1 > best["f1"]:
-                best = {"f1": f1, "precision": precision, "recall": recall}
-    return best
-
-
 # --- language modelling --------------------------------------------------------------------------
 
 
@@ -311,67 +263,3 @@ def primary(metric: str, values: dict[str, float]) -> float:
     if "em" in values and "f1" in values:
         return (values["em"] + values["f1"]) / 2
     return values[next(iter(values))]
-
-
-# --- the XTREME-R aggregate ----------------------------------------------------------------------
-
-# XTREME-R's ten tasks and their categories (Ruder et al., 2021, Table 1).
-XTREME_R_CATEGORIES: dict[str, str] = {
-    "xnli": "classification",
-    "xcopa": "classification",
-    "udpos": "structured",
-    "wikiann": "structured",
-    "xquad": "qa",
-    "mlqa": "qa",
-    "tydiqa": "qa",
-    "tatoeba": "retrieval",
-    "mewslix": "retrieval",
-    "lareqa": "retrieval",
-}
-XTREME_R_GROUPS = ("classification", "structured", "qa", "retrieval")
-
-
-# Original-XTREME tasks that XTREME-R dropped: never part of the aggregate.
-NOT_XTREME_R = frozenset({"pawsx", "bucc"})
-
-
-def _default_categories(tasks) -> dict[str, str]:
-    """XTREME-R's ten tasks, plus any other registered target task of one of the four
-    categories (e.g. the synthetic world's analogues), so a sweep over stand-ins aggregates too."""
-    cats = dict(XTREME_R_CATEGORIES)
-    unknown = [t for t in tasks if t not in cats and t not in NOT_XTREME_R]
-    if unknown:
-        from raysweep.tasks.registry import all_tasks
-
-        registered = all_tasks()
-        for t in unknown:
-            task = registered.get(t)
-            if task is not None and "target" in task.roles and task.category in XTREME_R_GROUPS:
-                cats[t] = task.category
-    return cats
-
-
-def xtreme_r_aggregate(scores: Mapping[str, Mapping[str, float]],
-                       categories: Mapping[str, str] | None = None) -> dict[str, float]:
-    """XTREME-R's aggregate from `scores[task][language]` = that language's primary score
-    (`primary`, so a QA language already scores (EM + F1) / 2; the mean over languages of
-    (EM + F1) / 2 equals (mean EM + mean F1) / 2). XTREME-R averages over all of a task's
-    languages, English included.
-
-    Each task scores its mean over languages; "xtreme_r" is the unweighted mean over the tasks
-    present, "xtreme_r/<category>" the mean over the tasks of each category present
-    (classification, structured, qa, retrieval). `categories` maps task -> category; by default
-    XTREME-R's ten tasks plus other registered target tasks of those categories (synthetic
-    analogues), never PAWS-X or BUCC. Other tasks, and tasks without any score, are ignored."""
-    cats = _default_categories(scores) if categories is None else categories
-    task_score = {t: sum(langs.values()) / len(langs)
-                  for t, langs in scores.items() if t in cats and langs}
-    out: dict[str, float] = {}
-    if task_score:
-        out["xtreme_r"] = sum(task_score.values()) / len(task_score)
-    groups = list(XTREME_R_GROUPS) + sorted(set(cats.values()) - set(XTREME_R_GROUPS))
-    for group in groups:
-        vals = [s for t, s in task_score.items() if cats[t] == group]
-        if vals:
-            out[f"xtreme_r/{group}"] = sum(vals) / len(vals)
-    return out

@@ -1,39 +1,47 @@
 """Retrieval: Tatoeba, Mewsli-X and LAReQA (XTREME-R targets) and BUCC 2018 (original XTREME).
-Zero-shot: the retrieval head has no parameters; queries and the split's candidate pool
-(`Split.candidates`) are embedded by the (fine-tuned) backbone and ranked by cosine similarity.
+Queries and the split's candidate pool (`Split.candidates`) are embedded by the backbone and
+ranked by cosine similarity (BUCC: mined by margin score, `raysweep.tasks.encoding.mining`).
+XTREME-R's protocol fine-tunes LAReQA (on SQuAD v1.1) and Mewsli-X (on its English Wikipedia
+mention-entity pairs) with an in-batch contrastive loss; Tatoeba and BUCC are zero-shot
+(`fine_tuned`).
 
 Local files, as the original distributions ship them:
 
 - `tatoeba`: LASER's `data/tatoeba/v1` files, `<data_dir>/tatoeba/tatoeba.<xxx>-eng.<xxx>` and
   `tatoeba.<xxx>-eng.eng` (line i of one is the translation of line i of the other; `xxx` the
-  ISO 639-3 code XTREME uses, e.g. `deu`, `cmn`, `pes`). Queries are the non-English sentences,
-  the pool every English sentence of the file. Hub fallback: `google/xtreme`, `tatoeba.<xxx>`
-  (source_sentence, target_sentence, source_lang, target_lang).
+  ISO 639-3 code XTREME uses, e.g. `deu`, `cmn`, `pes`). In XTREME's direction
+  (`third_party/evaluate_retrieval.py`, task tatoeba: `similarity_search(x, y)` indexes the
+  non-English embeddings `x` and searches them with the English `y`): the queries are the English
+  sentences, the pool every non-English sentence of the file. Hub fallback: `google/xtreme`,
+  `tatoeba.<xxx>` (source_sentence, target_sentence, source_lang, target_lang).
 - `bucc`: the BUCC 2018 shared-task files, `<data_dir>/bucc/<lang>-en.<name>.{<lang>,en,gold}`
   with `<name>` `dev` (or the original `sample`) for validation and `test` (or `training`) for
   test: `id<TAB>sentence` lines, gold `src_id<TAB>trg_id` lines. Queries are all source
-  sentences (`relevant` = their gold English sentence, or none), the pool all English sentences.
-  Hub fallback: `google/xtreme`, `bucc18.<lang>` (gold pairs only).
+  sentences (`relevant` = their gold English sentences, or none), the pool all English
+  sentences. A test split also carries the dev split's sentences and gold (`DevSentence`s in
+  its candidates): the test F1 applies the threshold chosen on dev. Hub fallback:
+  `google/xtreme`, `bucc18.<lang>` (gold pairs only).
 - `mewslix`: the Mewsli-X files, `<data_dir>/mewslix/wikinews_mentions-{dev,test}.jsonl`
   (`ContextualMention` records: `context{document_title, document_url, document_id, language,
-  text, sentence_spans}`, `mention{example_id, mention_span{start,end,text}, entity_id}`) and
+  text, sentence_spans}`, `mention{example_id, mention_span{start,end,text}, entity_id}`),
   `<data_dir>/mewslix/candidate_set_entities.jsonl` (`Entity` records: entity_id, title,
-  description, sentence_spans, description_language, description_url). Queries and candidates
-  are the strings of XTREME-R's baseline preprocessing (`preprocess_mention`,
-  `preprocess_entity_description` in `third_party/utils_mewslix.py`). No hub source.
+  description, sentence_spans, description_language, description_url) and, for training,
+  `<data_dir>/mewslix/wikipedia_pairs-train.jsonl` (`MentionEntityPair` records:
+  `{contextual_mention, entity}`, English). Queries and candidates are the strings of XTREME-R's
+  baseline preprocessing (`preprocess_mention`, `preprocess_entity_description` in
+  `third_party/utils_mewslix.py`). No hub source.
 - `lareqa`: XQuAD-R, `<data_dir>/lareqa/xquad-r/<lang>.json` for all 11 languages (SQuAD format
   plus `sentence_breaks` per paragraph). As XTREME-R's `utils_lareqa.load_data`: the candidate
   pool is every sentence of every paragraph in all 11 languages (id `<lang>_<paragraph#>_<pos>`),
   the relevant answers of a question are the sentences containing its answer in every language
-  (questions share their id across languages). Candidates are the sentences alone. No hub
+  (questions share their id across languages). A candidate's text is the sentence followed by
+  its paragraph, as XTREME-R encodes it. Trained on SQuAD (`retrieval_data.as_retrieval`). No hub
   source.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 from raysweep.tasks.base import (
     Candidate,
@@ -44,6 +52,13 @@ from raysweep.tasks.base import (
     TaskDataError,
 )
 from raysweep.tasks.registry import register
+from raysweep.tasks.retrieval_data import (
+    DEV_PREFIX,
+    DevSentence,
+    answer_text,
+    entity_text,
+    mention_query,
+)
 from raysweep.tasks.sources import (
     FileData,
     HFData,
@@ -109,10 +124,14 @@ def _bucc(task: Task, split: str, language: str) -> tuple[tuple[FileData, ...], 
                          "validation" if split == "validation" else "test", "google/xtreme", PAIR)
 
 
-def _mewslix(task: Task, split: str, language: str) -> tuple[FileData, FileData]:
-    """Mentions and the candidate entities. No download URL: XTREME-R builds them with
-    google-research's dense_representations_for_entity_retrieval/mel/get-mewsli-x.sh."""
-    name = check_split(task, split, {"validation": "dev", "test": "test"})
+def _mewslix(task: Task, split: str, language: str) -> tuple[FileData, ...]:
+    """Mentions and the candidate entities; for training, XTREME-R's English Wikipedia
+    mention-entity pairs (`scripts/train_mewslix.sh`: `wikipedia_pairs-train.jsonl`). No download
+    URL: XTREME-R builds them with google-research's
+    dense_representations_for_entity_retrieval/mel/get-mewsli-x.sh."""
+    name = check_split(task, split, {"train": "train", "validation": "dev", "test": "test"})
+    if split == "train":
+        return (FileData(("mewslix/wikipedia_pairs-train.jsonl",), "jsonl"),)
     return (FileData((f"mewslix/wikinews_mentions-{name}.jsonl",), "jsonl"),
             FileData(("mewslix/candidate_set_entities.jsonl",), "jsonl"))
 
@@ -131,6 +150,9 @@ def _tatoeba_options(task, split, language):
 
 def _bucc_options(task, split, language):
     files, hub = _bucc(task, split, language)
+    if split == "test":  # the test F1 applies dev's threshold: a test read reads dev too
+        dev_files, dev_hub = _bucc(task, "validation", language)
+        return (files + dev_files, (hub, dev_hub))
     return (files, (hub,))
 
 
@@ -140,6 +162,17 @@ FILES = {
     "mewslix": lambda t, s, lang: all_of(*_mewslix(t, s, lang)),
     "lareqa": lambda t, s, lang: all_of(*_lareqa(t, s, lang)),
 }
+
+
+def fine_tuned(task: Task) -> bool:
+    """Whether the target stage fine-tunes `task` before scoring it: every task but retrieval;
+    a retrieval task only where XTREME-R's protocol trains it, i.e. where it has an English
+    training source (LAReQA: SQuAD v1.1, `scripts/train_lareqa.sh`; Mewsli-X: its Wikipedia
+    pairs, `scripts/train_mewslix.sh`). Tatoeba and BUCC (`scripts/run_tatoeba.sh`,
+    `run_bucc2018.sh`) score the model as the earlier stages left it."""
+    if task.head != "retrieval":
+        return True
+    return bool(task.train_tasks or task.train_task or "train" in task.splits)
 
 
 # --- Tatoeba -------------------------------------------------------------------------------------
@@ -163,9 +196,10 @@ def _load_tatoeba(task: Task, split: str, language: str, ctx: DataContext) -> Sp
     else:
         raise missing_data(task, split, language, f"{src} and tatoeba.{code}-eng.eng",
                            f"google/xtreme (tatoeba.{code})")
-    examples = tuple(RetrievalExample(f"{code}-{i}", s, (f"eng-{i}",))
-                     for i, s in enumerate(sources))
-    pool = tuple(Candidate(f"eng-{i}", t) for i, t in enumerate(targets))
+    # XTREME's direction: each English sentence queries the non-English ones.
+    examples = tuple(RetrievalExample(f"eng-{i}", t, (f"{code}-{i}",))
+                     for i, t in enumerate(targets))
+    pool = tuple(Candidate(f"{code}-{i}", s) for i, s in enumerate(sources))
     return Split(task.name, split, language, examples, candidates=pool)
 
 
@@ -185,7 +219,12 @@ def _id_lines(path: Path, task: Task, split: str) -> list[tuple[str, str]]:
     return out
 
 
-def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+Sentences = list[tuple[str, str]]  # (id, sentence)
+
+
+def _read_bucc(task: Task, split: str, language: str,
+               ctx: DataContext) -> tuple[Sentences, Sentences, dict[str, list[str]]]:
+    """One split's source sentences, English sentences and gold (source id -> English ids)."""
     names = check_split(task, split, {"validation": ("dev", "sample"),
                                       "test": ("test", "training")})
     (src_file, trg_file, gold_file), hub = _bucc(task, split, language)
@@ -213,69 +252,67 @@ def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split
         raise missing_data(task, split, language,
                            f"{root}/{language}-en.{names[0]}.{{{language},en,gold}}",
                            f"google/xtreme (bucc18.{language})")
+    return sources, targets, gold
+
+
+def _load_bucc(task: Task, split: str, language: str, ctx: DataContext) -> Split:
+    sources, targets, gold = _read_bucc(task, split, language, ctx)
     examples = tuple(RetrievalExample(sid, text, tuple(gold.get(sid, ())))
                      for sid, text in sources)
-    pool = tuple(Candidate(tid, text) for tid, text in targets)
-    return Split(task.name, split, language, examples, candidates=pool)
+    pool: list[Candidate] = [Candidate(tid, text) for tid, text in targets]
+    if split == "test":
+        # XTREME picks the mining threshold on dev and applies it to test: the dev sentences
+        # and gold ride along in the pool (`bucc_f1` reads them; they are never ranked).
+        try:
+            dev_src, dev_trg, dev_gold = _read_bucc(task, "validation", language, ctx)
+        except TaskDataError as err:
+            raise TaskDataError(f"{where(task, split, language)}: the test F1 applies the "
+                                f"threshold chosen on dev, which is missing: {err}") from None
+        pool += [DevSentence(DEV_PREFIX + sid, text, "source",
+                             tuple(DEV_PREFIX + t for t in dev_gold.get(sid, ())))
+                 for sid, text in dev_src]
+        pool += [DevSentence(DEV_PREFIX + tid, text, "target") for tid, text in dev_trg]
+    return Split(task.name, split, language, examples, candidates=tuple(pool))
 
 
 # --- Mewsli-X ------------------------------------------------------------------------------------
 
-_MARKER = re.compile(r"\{(.*?)\}")
+
+def _mention(record, entity_id, task: Task, split: str) -> RetrievalExample:
+    mention = field(record, "mention", task.name, split, "a Mewsli-X mention record")
+    return RetrievalExample(str(field(mention, "example_id", task.name, split, "mention")),
+                            mention_query(record, task.name, split), (str(entity_id),))
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.splitlines()).replace("  ", " ").strip()
-
-
-def mention_query(record: dict[str, Any], task: str, split: str) -> str:
-    """XTREME-R's `preprocess_mention`: the mention's sentence with the mention in { braces },
-    the mention text prepended ("Smith: The verdict came back for { Smith }, who ...")."""
-    context = field(record, "context", task, split, "a Mewsli-X mention record")
-    mention = field(record, "mention", task, split, "a Mewsli-X mention record")
-    text = field(context, "text", task, split, "context")
-    spans = field(context, "sentence_spans", task, split, "context")
-    span = field(mention, "mention_span", task, split, "mention")
-    start, end, mtext = (field(span, k, task, split, "mention_span")
-                         for k in ("start", "end", "text"))
-    if text[start:end] != mtext:
-        raise TaskDataError(f"{where(task, split)}: mention {mention.get('example_id')!r}: "
-                            f"field 'mention_span' text {mtext!r} != context[{start}:{end}]")
-    focus = next((s for s in spans if s["start"] <= start < s["end"]
-                  and s["start"] < end <= s["end"]), None)
-    if focus is None:
-        raise TaskDataError(f"{where(task, split)}: mention {mention.get('example_id')!r} is in "
-                            "no single sentence (field 'sentence_spans')")
-    left = _MARKER.sub(r"(\1)", text[focus["start"]:start])
-    right = _MARKER.sub(r"(\1)", text[end:focus["end"]])
-    return _norm(f"{mtext}: {left} {{ {mtext} }} {right}")
-
-
-def entity_text(record: dict[str, Any], task: str, split: str) -> str:
-    """XTREME-R's `preprocess_entity_description`: the description's sentences, joined."""
-    description = field(record, "description", task, split, "a Mewsli-X entity record")
-    spans = field(record, "sentence_spans", task, split, "a Mewsli-X entity record")
-    return _norm(" ".join(description[s["start"]:s["end"]] for s in spans))
+def _language(record, task: Task, split: str) -> str:
+    context = field(record, "context", task.name, split, "a Mewsli-X mention record")
+    return field(context, "language", task.name, split, "context")
 
 
 def _load_mewslix(task: Task, split: str, language: str, ctx: DataContext) -> Split:
-    mentions, entities = _mewslix(task, split, language)
-    path = require_file(mentions.expected(ctx.data_dir), task, split, language)
-    entities_path = require_file(entities.expected(ctx.data_dir), task, split, language)
+    files = _mewslix(task, split, language)
+    paths = [require_file(f.expected(ctx.data_dir), task, split, language) for f in files]
+    if split == "train":  # mention-entity pairs: the pool is the pairs' entities
+        examples, pool = [], {}
+        for rec in read_jsonl(paths[0], task.name, split):
+            cm = field(rec, "contextual_mention", task.name, split, "a Mewsli-X pair record")
+            entity = field(rec, "entity", task.name, split, "a Mewsli-X pair record")
+            if _language(cm, task, split) != language:
+                continue
+            qid = str(field(entity, "entity_id", task.name, split, "an entity record"))
+            examples.append(_mention(cm, qid, task, split))
+            pool.setdefault(qid, entity_text(entity, task.name, split))
+        return Split(task.name, split, language, tuple(examples),
+                     candidates=tuple(Candidate(q, t) for q, t in pool.items()))
     examples = []
-    for rec in read_jsonl(path, task.name, split):
-        lang = field(field(rec, "context", task.name, split, "a Mewsli-X mention record"),
-                     "language", task.name, split, "context")
-        if lang != language:
-            continue
-        mention = rec["mention"]
-        examples.append(RetrievalExample(
-            str(field(mention, "example_id", task.name, split, "mention")),
-            mention_query(rec, task.name, split),
-            (str(field(mention, "entity_id", task.name, split, "mention")),)))
+    for rec in read_jsonl(paths[0], task.name, split):
+        if _language(rec, task, split) == language:
+            mention = field(rec, "mention", task.name, split, "a Mewsli-X mention record")
+            qid = field(mention, "entity_id", task.name, split, "mention")
+            examples.append(_mention(rec, qid, task, split))
     pool = tuple(Candidate(str(field(e, "entity_id", task.name, split, "an entity record")),
                            entity_text(e, task.name, split))
-                 for e in read_jsonl(entities_path, task.name, split))
+                 for e in read_jsonl(paths[1], task.name, split))
     return Split(task.name, split, language, tuple(examples), candidates=pool)
 
 
@@ -284,7 +321,7 @@ def _load_mewslix(task: Task, split: str, language: str, ctx: DataContext) -> Sp
 
 def _load_lareqa(task: Task, split: str, language: str, ctx: DataContext) -> Split:
     files = dict(zip(LAREQA_LANGUAGES, _lareqa(task, split, language)))
-    cand_text: dict[str, str] = {}  # uid -> sentence, in insertion order
+    cand_text: dict[str, str] = {}  # uid -> sentence + paragraph, in insertion order
     by_xling: dict[str, list[str]] = {}
     questions: list[tuple[str, str]] = []  # (xling_id, question) in `language`
     for lang in LAREQA_LANGUAGES:
@@ -314,7 +351,7 @@ def _load_lareqa(task: Task, split: str, language: str, ctx: DataContext) -> Spl
                                                           f"{what} question")))
                     for pos, sentence in enumerate(sentences):
                         uid = f"{context_id}_{pos}"
-                        cand_text.setdefault(uid, sentence)
+                        cand_text.setdefault(uid, answer_text(sentence, context))
                         if sentence == answer:
                             by_xling.setdefault(xling_id, []).append(uid)
     examples = tuple(RetrievalExample(f"{xid}_{language}", q, tuple(by_xling.get(xid, ())))
@@ -327,21 +364,22 @@ RET = dict(category="retrieval", head="retrieval", splits=("test",))
 
 register(Task(name="tatoeba", metric="retrieval_accuracy", languages=TATOEBA_LANGUAGES,
               roles=frozenset({"target"}), source="LASER tatoeba/v1 | hf:google/xtreme/tatoeba.*",
-              loader=_load_tatoeba, description="Tatoeba sentence retrieval into English "
+              loader=_load_tatoeba, description="Tatoeba sentence retrieval, English queries "
                                                 "(XTREME-R retrieval; zero-shot)", **RET))
 register(Task(name="mewslix", metric="map@20", languages=MEWSLIX_LANGUAGES,
               roles=frozenset({"target"}), source="local:Mewsli-X jsonl", loader=_load_mewslix,
-              category="retrieval", head="retrieval", splits=("validation", "test"),
+              category="retrieval", head="retrieval", splits=("train", "validation", "test"),
               description="Mewsli-X entity linking as retrieval of English entity descriptions "
-                          "(XTREME-R retrieval; zero-shot here: the retrieval head is not "
-                          "trained)"))
+                          "(XTREME-R retrieval); trained on English Wikipedia mention-entity "
+                          "pairs"))
 register(Task(name="lareqa", metric="map@20", languages=LAREQA_LANGUAGES,
               roles=frozenset({"target"}), source="local:XQuAD-R (lareqa)",
               loader=_load_lareqa, train_task="squad",
               description="LAReQA language-agnostic answer retrieval over XQuAD-R "
-                          "(XTREME-R retrieval); English training source SQuAD v1.1", **RET))
+                          "(XTREME-R retrieval); trained on SQuAD v1.1 as retrieval", **RET))
 register(Task(name="bucc", metric="bucc_f1", languages=BUCC_LANGUAGES,
               roles=frozenset({"target"}), source="BUCC 2018 | hf:google/xtreme/bucc18.*",
               loader=_load_bucc, category="retrieval", head="retrieval",
               splits=("validation", "test"),
-              description="BUCC 2018 bitext mining (original XTREME; zero-shot)"))
+              description="BUCC 2018 bitext mining, margin scores, threshold chosen on dev "
+                          "(original XTREME; zero-shot)"))
