@@ -244,9 +244,16 @@ def summary(raw, others) -> dict:
 
 def render(raw, w, others) -> str:
     args, inter_size = raw["args"], raw["inter_size"]
-    cmd = "python " + " ".join(["bench/transfer.py", *(a for a in args["argv"]
-                                                        if not a.startswith("/tmp"))])
-    cmd = cmd.replace(" --json", "")
+    shown, skip = [], False  # the command without where its outputs went
+    for a in args["argv"]:
+        if skip or a == "--no-readme":
+            skip = False
+            continue
+        if a in ("--json", "--storage", "--readme"):
+            skip = True
+            continue
+        shown.append(a)
+    cmd = "python " + " ".join(["bench/transfer.py", *shown])
     st = raw["settings"]
     inter, tgt = st["intermediate"], st["target"]
     lines = [
@@ -254,7 +261,7 @@ def render(raw, w, others) -> str:
         "",
         f"Measured with `{cmd}` on CPU, {args['threads']} thread(s), {len(st['seeds'])} seeds "
         f"(target/intermediate seeds; one pretraining per size, shared through the stage "
-        f"store), in {raw['wall_s'] / 60:.1f} min; every run is a trial of the sweep runner "
+        f"store), in {raw['wall_s'] / 60:.1f} min{raw.get('load_note', '')}; every run is a trial of the sweep runner "
         f"(`run_local`). Target: `{TARGET}` (3 classes, chance 33.3%), fine-tuned on English, "
         f"evaluated zero-shot on test in {', '.join(others)}. Pretrain: `syn_corpus`; target "
         f"{tgt['steps']} steps at lr {tgt['lr']}; intermediate {inter['steps']} steps at lr "
