@@ -107,12 +107,23 @@ def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPl
         return {"data_dir": spec.data_dir, "parent": stage.key, "model": None}
 
     upstream = first
+    how = {"precision": spec.precision_of(m), "activation_checkpointing": spec.checkpointing_of(m)}
+
+    def lora(stage_spec) -> dict[str, Any] | None:
+        if stage_spec.finetune == "full":
+            return None
+        cfg = stage_spec.finetune.lora.model_dump(mode="json")
+        if "lora_r" in params:
+            cfg["r"] = int(params["lora_r"])
+        return cfg
+
     if m.tiny is not None:
         p = st.pretrain
         upstream = after(PretrainConfig(
             **upstream, corpus=p.corpus, lr=params.get("lr_pretrain", p.lr),
             steps=pretrain_steps(m), batch_size=p.batch_size, max_length=p.max_length,
-            log_every=p.log_every, seed=p.seed))
+            log_every=p.log_every, seed=p.seed, micro_batch_size=p.micro_batch_size, lora=None,
+            **how))
     mix = spec.mixtures[mixture]
     if mix.tasks:
         i = st.intermediate
@@ -120,12 +131,13 @@ def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPl
             **upstream, mixture=dict(sorted(mix.tasks.items())), sampler=i.sampler,
             lr=params["lr_intermediate"], steps=i.steps, batch_size=i.batch_size,
             max_length=i.max_length, warmup_frac=i.warmup_frac, log_every=i.log_every,
-            seed=seed))
+            seed=seed, micro_batch_size=i.micro_batch_size, lora=lora(i), **how))
     t = st.target
     upstream = after(TargetConfig(
         **upstream, tasks=list(t.tasks), lr=params["lr_target"], steps=t.steps,
         batch_size=t.batch_size, max_length=t.max_length, warmup_frac=t.warmup_frac,
-        log_every=t.log_every, eval_every=t.eval_every or t.steps, seed=seed))
+        log_every=t.log_every, eval_every=t.eval_every or t.steps, seed=seed,
+        micro_batch_size=t.micro_batch_size, lora=lora(t), **how))
     after(EvalConfig(**upstream, languages=eval_languages(spec), batch_size=st.eval.batch_size,
                      max_examples=st.eval.max_examples))
     return TrialPlan(

@@ -16,12 +16,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 # Bump when a change to the training code changes what a stage computes, so that old outputs
 # are not reused for new code. (Part of every key.)
 STAGE_FORMAT = 1
+
+
+def neutral(value: Any) -> Any:
+    """Mark a field whose `value` means "as before the field existed": at that value it is left
+    out of the key, so outputs stored before the field was added keep their names. (Metadata
+    only: the field still has no default.)"""
+    return field(metadata={"neutral": value})
 
 
 def stage_key(config: dict[str, Any]) -> str:
@@ -54,6 +61,9 @@ class StageConfig:
         for name in ("parent", "model"):
             if fields[name] is None:
                 del fields[name]
+        for f in dataclasses.fields(self):
+            if "neutral" in f.metadata and fields[f.name] == f.metadata["neutral"]:
+                del fields[f.name]
         return {"stage": self.kind, "format": STAGE_FORMAT, **fields}
 
     @property
@@ -79,6 +89,12 @@ class TrainingConfig(StageConfig):
     max_length: int
     log_every: int
     seed: int
+    # How the step is computed, not what it computes (up to rounding); each is left out of the
+    # key at its neutral value, which is how every stage ran before it existed.
+    precision: str = neutral("fp32")  # "fp32" | "bf16" (resolved from the space's "auto")
+    activation_checkpointing: str = neutral("none")  # "none" | "full" | "selective"
+    micro_batch_size: int | None = neutral(None)  # per rank; None = the whole per-rank batch
+    lora: dict[str, Any] | None = neutral(None)  # {r, alpha, dropout, target_modules}; None = full
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raysweep.spec.names import NO_MIXTURE
 
-SEARCHED = ("lr_pretrain", "lr_intermediate", "lr_target", "mixture", "seed")
+SEARCHED = ("lr_pretrain", "lr_intermediate", "lr_target", "mixture", "seed", "lora_r")
 # Linear warm-up over this fraction of a stage's steps (intermediate and target stages set it per
 # stage; pretraining always uses it).
 WARMUP_FRAC = 0.1
@@ -37,6 +37,11 @@ class _Strict(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+# "auto": bf16 on GPU (FSDP2 mixed precision, fp32 gradient reduction), fp32 on CPU.
+Precision = Literal["auto", "bf16", "fp32"]
+# Per transformer block, applied before sharding: "full" recomputes every block in backward,
+# "selective" every other block.
+Checkpointing = Literal["none", "full", "selective"]
 
 
 class ModelSpec(_Strict):
@@ -50,6 +55,8 @@ class ModelSpec(_Strict):
     cpus_per_worker: PositiveInt | None = None
     gpus_per_worker: Annotated[int, Field(ge=0)] | None = None
     pretrain_steps: PositiveInt | None = None  # overrides the tiny config's budget
+    precision: Precision | None = None  # overrides the space's
+    activation_checkpointing: Checkpointing | None = None  # overrides the space's
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
@@ -60,10 +67,23 @@ class ModelSpec(_Strict):
         return self
 
 
+class LoraSpec(_Strict):
+    r: PositiveInt = 8  # searched as `lora_r` when the search names it
+    alpha: PositiveFloat = 16.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: Annotated[list[str], Field(min_length=1)] = [
+        "q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class LoraFinetune(_Strict):
+    lora: LoraSpec
+
+
 class PretrainSpec(_Strict):
     corpus: str
     lr: PositiveFloat = 3e-3
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 32  # global
+    micro_batch_size: PositiveInt | None = None  # per rank; default: the whole per-rank batch
     max_length: PositiveInt = 64
     seed: int = 0
     log_every: PositiveInt = 25
@@ -71,7 +91,9 @@ class PretrainSpec(_Strict):
 
 class TrainStageSpec(_Strict):
     steps: PositiveInt
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 32  # global: the same optimization on any number of workers
+    micro_batch_size: PositiveInt | None = None  # per rank; default: the whole per-rank batch
+    finetune: Literal["full"] | LoraFinetune = "full"
     max_length: PositiveInt = 64
     log_every: PositiveInt = 25
     warmup_frac: Annotated[float, Field(ge=0, lt=1)] = WARMUP_FRAC
@@ -138,6 +160,7 @@ class ResourcesSpec(_Strict):
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
     cluster_cpus: PositiveInt | None = None  # default: this machine's cores (local Ray)
     cluster_gpus: Annotated[int, Field(ge=0)] | None = None
+    gpu_memory_gb: PositiveFloat | None = None  # per worker; default 80 when workers use GPUs
 
 
 class SweepSpec(_Strict):
@@ -150,6 +173,8 @@ class SweepSpec(_Strict):
     mixtures: dict[str, MixtureSpec] = {NO_MIXTURE: MixtureSpec()}
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
+    precision: Precision = "auto"
+    activation_checkpointing: Checkpointing = "none"
 
     def workers(self, m: ModelSpec) -> int:
         return m.workers or self.resources.workers
@@ -159,6 +184,17 @@ class SweepSpec(_Strict):
 
     def gpus_per_worker(self, m: ModelSpec) -> int:
         return self.resources.gpus_per_worker if m.gpus_per_worker is None else m.gpus_per_worker
+
+    def precision_of(self, m: ModelSpec) -> str:
+        """"bf16" or "fp32": the model's override, else the space's, with "auto" resolved by
+        whether its workers have GPUs."""
+        p = m.precision or self.precision
+        if p == "auto":
+            return "bf16" if self.gpus_per_worker(m) > 0 else "fp32"
+        return p
+
+    def checkpointing_of(self, m: ModelSpec) -> str:
+        return m.activation_checkpointing or self.activation_checkpointing
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
