@@ -95,13 +95,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _on_two_ranks(target):
-    """Run `target(rank, world, port, queue)` on 2 spawned gloo ranks; return what rank 0 puts.
+def _on_two_ranks(target, world: int = 2):
+    """Run `target(rank, world, port, queue)` on 2 (or `world`) spawned gloo ranks; return what
+    rank 0 puts.
     A rank that dies fails the test at once (its peer may be stuck in a collective)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=target, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, world, port, queue)) for r in range(world)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + 300

@@ -103,7 +103,8 @@ def test_parallel_config_defaults_and_checks():
     with pytest.raises(ValueError, match="precision"):
         ParallelConfig(precision="fp16")
     with pytest.raises(ValueError, match="activation_checkpointing"):
-        ParallelConfig(activation_checkpointing="selective")
+        ParallelConfig(activation_checkpointing="some")
+    assert ParallelConfig(activation_checkpointing="selective").activation_checkpointing
 
 
 def test_args_import_without_torch():

@@ -19,8 +19,11 @@ PARAMS = {
 # Keys and parameter counts computed by the code before the stage configs were typed (commit
 # 02b14e4, dict configs): stage outputs already in a store must keep their names. A change
 # here orphans every stored output: bump STAGE_FORMAT instead, and say so.
-# llama_scaling's keys changed once, on purpose: its GPU stages now train in bf16 (issue 9), a
-# different computation. tiny_scaling's (CPU, fp32) did not.
+# llama_scaling's keys changed on purpose, twice: its GPU stages train in bf16 (issue 9), a
+# different computation; then the space was rewritten for the big-model path and stage-aware
+# search (issues 9 and 10): activation checkpointing (selective; full for 30B) and micro
+# batches of 2 are in every training stage's key, and 65B with LoRA joined. tiny_scaling's
+# (CPU, fp32) keys did not move.
 GOLDEN = {
     "tiny_scaling/tiny-xs": {
         "n_params": 20240,
@@ -52,25 +55,33 @@ GOLDEN = {
     "llama_scaling/llama-7b": {
         "n_params": 6738415616,
         "keys": {
-            "intermediate": "e59bd3efabaecbb03175",
-            "target": "8590955d4f624ebe4c41",
-            "eval": "6559e38123fccd6be5d8"
+            "intermediate": "c1fe89c767f9fbea83fa",
+            "target": "ec8a271cafeecbb5edd9",
+            "eval": "b2f1c1affea5e4ec973b"
         }
     },
     "llama_scaling/llama-13b": {
         "n_params": 13015864320,
         "keys": {
-            "intermediate": "07180ac8ee5497621f76",
-            "target": "e20c2652aa65cf0d5424",
-            "eval": "a7adadcd65ef9518e7ac"
+            "intermediate": "b50388a0ec3e615f663d",
+            "target": "1851e9721ec7eb19dcaf",
+            "eval": "2b660fbb98b4778238ff"
         }
     },
     "llama_scaling/llama-30b": {
         "n_params": 32528943616,
         "keys": {
-            "intermediate": "860d55f1174771285ed0",
-            "target": "c7cb0ad2542a3807b180",
-            "eval": "35210f8ba4480655f292"
+            "intermediate": "96419e2d9e4d2611c815",
+            "target": "b37e8193453de67cb257",
+            "eval": "767abae0451c217c9194"
+        }
+    },
+    "llama_scaling/llama-65b": {
+        "n_params": 65285660672,
+        "keys": {
+            "intermediate": "c555010c0f12e6899313",
+            "target": "b978eb276fba3f05aaec",
+            "eval": "82ff43ea44b699b755a0"
         }
     }
 }

@@ -238,3 +238,28 @@ def test_show_reads_a_sweep_by_uri(tmp_path):
     assert by_uri.output == by_path.output and "synth" in by_uri.output
     missing = runner.invoke(app, ["show", (tmp_path / "none").as_uri()])
     assert missing.exit_code == 2 and "not a sweep directory" in missing.output
+
+
+def test_fit_reads_and_writes_a_sweep_by_uri(tmp_path):
+    """`raysweep fit s3://…` reads the tables where the sweep wrote them and writes fits and
+    gains beside them: the same tables as through a plain path."""
+    import pyarrow.parquet as pq
+
+    for name in ("by_uri", "by_path"):
+        write_sweep(tmp_path / name, sizes={"s": 100_000, "m": 1_000_000, "l": 10_000_000},
+                    seeds=(0,))
+    runner = CliRunner()
+    by_uri = runner.invoke(app, ["fit", (tmp_path / "by_uri").as_uri(), "--n-boot", "10"],
+                           env={"COLUMNS": "200"})
+    by_path = runner.invoke(app, ["fit", str(tmp_path / "by_path"), "--n-boot", "10"],
+                            env={"COLUMNS": "200"})
+    assert by_uri.exit_code == 0, by_uri.output
+    assert by_path.exit_code == 0, by_path.output
+    for table in ("fits.parquet", "gains.parquet"):
+        a = pq.read_table(tmp_path / "by_uri" / table).drop_columns(["source"]
+            if table == "fits.parquet" else [])
+        b = pq.read_table(tmp_path / "by_path" / table).drop_columns(["source"]
+            if table == "fits.parquet" else [])
+        assert a.num_rows > 0 and a.equals(b), table
+    missing = runner.invoke(app, ["fit", (tmp_path / "none").as_uri()])
+    assert missing.exit_code == 2 and "no such sweep directory" in missing.output

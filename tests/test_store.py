@@ -1,16 +1,19 @@
 """The stage store: one computation per key across processes, status written last, dead leases
-broken, failures leave nothing marked done."""
+broken by exactly one waiter, failures leave nothing marked done. Every race is run with real
+processes (forked, real files, real signals)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import json
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from raysweep.run.store import LEASE, StageStore, stage_key
+from raysweep.run.store import LEASE, STATUS, StageStore, stage_key
 
 
 def test_key_hashes_whole_normalized_config():
@@ -20,31 +23,167 @@ def test_key_hashes_whole_normalized_config():
     assert stage_key(a) != stage_key({**a, "model": {"tiny": "x", "shape": {"h": 64}}})
 
 
-def _claimer(root: str, log: str, hold: float) -> None:
-    store = StageStore(Path(root))
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.02)
+
+
+def _claimer(root: str, log: str, hold: float, start=None, ttl: float = 120.0,
+             hold_until: str | None = None) -> None:
+    """Claim pretrain/k1; if we compute, log our pid, hold for `hold` s (or until `hold_until`
+    exists), then write the output."""
+    if start is not None:
+        start.wait()
+    store = StageStore(Path(root), ttl=ttl, heartbeat=min(10.0, ttl / 5))
     with store.claim("pretrain", "k1", wait_s=0.05) as out:
         if out is not None:
             with open(log, "a") as f:
                 f.write(f"{os.getpid()}\n")
+            Path(log + ".in").touch()
+            if hold_until:
+                _wait_for(Path(hold_until))
             time.sleep(hold)
             (out / "weights.bin").write_bytes(b"x" * 1000)
 
 
-def test_concurrent_claims_compute_once(tmp_path):
-    log = tmp_path / "computed.log"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_claimer, args=(str(tmp_path / "stages"), str(log), 1.0))
-             for _ in range(4)]
+def _run(target, *args_list, **kw) -> list:
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=target, args=args, kwargs=kw) for args in args_list]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    assert len(log.read_text().split()) == 1  # one process computed, three waited and loaded
-    store = StageStore(tmp_path / "stages")
+    return procs
+
+
+def _computed(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _dead_lease(store: StageStore, key: str = "k1", token: str = "old-holder") -> Path:
+    out = store.path("pretrain", key)
+    out.mkdir(parents=True)
+    (out / LEASE).write_text(json.dumps({"token": token}))  # a holder that died long ago
+    past = time.time() - 1000
+    os.utime(out / LEASE, (past, past))
+    return out
+
+
+def _assert_done_once(root: Path, log: Path) -> None:
+    assert len(_computed(log)) == 1, _computed(log)  # one process computed, the rest loaded
+    store = StageStore(root)
     assert store.is_done("pretrain", "k1")
     assert (store.path("pretrain", "k1") / "weights.bin").stat().st_size == 1000
     assert not (store.path("pretrain", "k1") / LEASE).exists()
+
+
+@pytest.mark.parametrize("dead_lease", [False, True], ids=["fresh", "dead-lease"])
+def test_many_claimers_at_once_compute_once(tmp_path, dead_lease):
+    """Eight processes released at the same instant on one key: on a fresh key they race on
+    O_EXCL; behind a dead lease they race to take it over, and only one may."""
+    root, log = tmp_path / "stages", tmp_path / "computed.log"
+    if dead_lease:
+        _dead_lease(StageStore(root))
+    start = mp.get_context("fork").Event()
+    procs = _run(_claimer, *[(str(root), str(log), 0.5, start)] * 8)
+    time.sleep(1)  # every process is waiting on the event
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    _assert_done_once(root, log)
+
+
+def test_sigkilled_holder_is_taken_over_by_exactly_one_waiter(tmp_path):
+    """A holder SIGKILLed mid-hold (its heartbeat stops, its lease stays): of four waiters, one
+    takes over and computes. Its pid is gone on this host, so nobody waits out the ttl."""
+    root, log = tmp_path / "stages", tmp_path / "computed.log"
+    holder, = _run(_claimer, (str(root), str(log), 600.0))
+    _wait_for(Path(str(log) + ".in"))
+    waiters = _run(_claimer, *[(str(root), str(log), 0.2)] * 4)
+    time.sleep(2)
+    assert _computed(log) == [str(holder.pid)]  # the live holder is waited for
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    t0 = time.monotonic()
+    for p in waiters:
+        p.join(120)
+        assert p.exitcode == 0
+    assert time.monotonic() - t0 < 60  # well under the 120 s ttl
+    computed = _computed(log)
+    assert computed[0] == str(holder.pid) and len(computed) == 2, computed
+    log.write_text(computed[1] + "\n")
+    _assert_done_once(root, log)
+
+
+class PausingStore(StageStore):
+    """Pauses a waiter right after it judged the lease dead, the first time: the interleaving
+    of issue 11, forced."""
+
+    def _dead(self, lease: Path):
+        token = super()._dead(lease)
+        judged = Path(self.root) / "judged"
+        if token is not None and not judged.exists():
+            judged.touch()
+            _wait_for(Path(self.root) / "go")
+        return token
+
+
+def _pausing_claimer(root: str, log: str) -> None:
+    with PausingStore(Path(root)).claim("pretrain", "k1", wait_s=0.05) as out:
+        if out is not None:
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            (out / "weights.bin").write_bytes(b"x" * 1000)
+
+
+def test_forced_interleaving_two_waiters_one_dead_lease(tmp_path):
+    """A judges the old lease dead and stalls; B breaks it and takes a fresh lease; A resumes.
+    A must not rename B's fresh lease away (it did: both computed)."""
+    root, log = tmp_path / "stages", tmp_path / "computed.log"
+    _dead_lease(StageStore(root))
+    a, = _run(_pausing_claimer, (str(root), str(log)))
+    _wait_for(root / "judged")
+    b, = _run(_claimer, (str(root), str(log), 0.0), hold_until=str(tmp_path / "release"))
+    _wait_for(Path(str(log) + ".in"))
+    (root / "go").touch()  # A goes on from its stale judgement
+    time.sleep(2)
+    assert _computed(log) == [str(b.pid)]
+    lease = json.loads((StageStore(root).path("pretrain", "k1") / LEASE).read_text())
+    assert lease["pid"] == b.pid  # B's lease is where it was
+    (tmp_path / "release").touch()
+    for p in (a, b):
+        p.join(60)
+        assert p.exitcode == 0
+    (root / "judged").unlink()
+    (root / "go").unlink()
+    _assert_done_once(root, log)
+
+
+def test_paused_holder_loses_its_lease_and_leaves_the_new_one(tmp_path):
+    """A holder stopped (SIGSTOP) past the ttl is taken over; when it wakes it must not mark
+    the output done, nor refresh or unlink the new holder's lease: it fails with LeaseLost."""
+    root, log = tmp_path / "stages", tmp_path / "computed.log"
+    h, = _run(_claimer, (str(root), str(log), 0.0), ttl=1.0, hold_until=str(tmp_path / "go-h"))
+    _wait_for(Path(str(log) + ".in"))
+    Path(str(log) + ".in").unlink()
+    os.kill(h.pid, signal.SIGSTOP)
+    w, = _run(_claimer, (str(root), str(log), 0.0), ttl=1.0, hold_until=str(tmp_path / "go-w"))
+    _wait_for(Path(str(log) + ".in"))  # W took over the stale lease
+    lease = StageStore(root).path("pretrain", "k1") / LEASE
+    assert json.loads(lease.read_text())["pid"] == w.pid
+    os.kill(h.pid, signal.SIGCONT)
+    (tmp_path / "go-h").touch()
+    h.join(60)
+    assert h.exitcode != 0  # LeaseLost
+    assert json.loads(lease.read_text())["pid"] == w.pid  # H left W's lease alone
+    assert not (lease.parent / STATUS).exists()
+    (tmp_path / "go-w").touch()
+    w.join(60)
+    assert w.exitcode == 0
+    assert json.loads((lease.parent / STATUS).read_text())["holder"].startswith(
+        f"{os.uname().nodename}-{w.pid}-")
 
 
 def test_failure_marks_nothing_done(tmp_path):

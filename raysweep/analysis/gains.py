@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from raysweep.analysis.points import InputError, PointTable, group_rows, join_names
 from raysweep.results.best import pick_best
+from raysweep.results.tables import Location
 from raysweep.spec.names import NO_MIXTURE
 from raysweep.tasks.aggregate import is_aggregate
 
@@ -58,12 +59,17 @@ def intermediate_gains(points: PointTable) -> pa.Table:
     return pa.Table.from_pylist(out, schema=GAINS_SCHEMA)
 
 
-def gains_path(fits_path: Path) -> Path:
+def gains_path(fits_path: Path | Location) -> Path | Location:
     """Beside the fits table: `<dir>/gains.parquet` for `<dir>/fits.parquet`, else
     `<stem>.gains.parquet` (a chosen --out name keeps its own gains beside it)."""
-    if fits_path.name == "fits.parquet":
+    if isinstance(fits_path, Location):  # a sweep given by URI
+        base = fits_path.path.rpartition("/")[2]
+        stem = base.rpartition(".")[0] or base
+    else:
+        base, stem = fits_path.name, fits_path.stem
+    if base == "fits.parquet":
         return fits_path.with_name(GAINS_FILE)
-    return fits_path.with_name(f"{fits_path.stem}.{GAINS_FILE}")
+    return fits_path.with_name(f"{stem}.{GAINS_FILE}")
 
 
 def headline_task(tasks: Iterable[str]) -> str:

@@ -77,7 +77,7 @@ class PointTable:
     judged by), loss, lr and the group columns. `fits.fit_groups` fits each group."""
 
     table: pa.Table
-    source: Path
+    source: Path | results.Location  # a Location for a sweep given by URI (s3://, gs://, file://)
     kind: str  # "sweep" | "table"
     metric: str | None
     group_columns: tuple[str, ...]  # the columns a user may group by
@@ -99,7 +99,13 @@ class PointTable:
 
 
 def load_points(source: str | Path, selection: Selection | None = None) -> PointTable:
-    """Read a sweep directory or a CSV / Parquet table."""
+    """Read a sweep directory (a path or a URI) or a CSV / Parquet table (a path)."""
+    if results.is_uri(source):
+        loc = results.location(source)
+        if not loc.is_dir():
+            raise InputError(f"{source}: no such sweep directory (a URI must name a sweep "
+                             "directory with metrics/*.parquet)")
+        return load_sweep_points(loc, selection or Selection())
     source = Path(source)
     if source.is_dir():
         return load_sweep_points(source, selection or Selection())
@@ -117,7 +123,7 @@ def load_points(source: str | Path, selection: Selection | None = None) -> Point
 # --- a sweep -----------------------------------------------------------------------------------
 
 
-def load_sweep_points(sweep_dir: Path, selection: Selection) -> PointTable:
+def load_sweep_points(sweep_dir: Path | results.Location, selection: Selection) -> PointTable:
     if selection.metric is None:
         selection = replace(selection, metric="score")
     metrics_dir = sweep_dir / "metrics"

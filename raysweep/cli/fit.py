@@ -32,7 +32,8 @@ def input_error(message: str) -> typer.Exit:
 
 
 SOURCE = typer.Argument(
-    ..., help="A sweep directory (metrics/*.parquet), or a .csv/.parquet table with "
+    ..., help="A sweep directory (metrics/*.parquet; a path or a URI such as s3://bucket/runs/"
+              "NAME), or a local .csv/.parquet table with "
               "n_params and value columns (optional: tokens or flops, loss, lr, metric, and "
               "group columns).", show_default=False)
 METRIC = typer.Option(
@@ -61,7 +62,7 @@ LEVEL = typer.Option(0.95, min=0.5, max=0.999, help="Level of the confidence and
 SEED = typer.Option(0, help="Seed of the bootstrap resampling.")
 
 
-def load_selected(source: Path, metric: str | None, stage: str, split: str,
+def load_selected(source: str, metric: str | None, stage: str, split: str,
                   language: str | None, all_steps: bool = False):
     """The points of a sweep or table, as `--metric/--stage/--split/--language` select them.
     Raises InputError."""
@@ -75,7 +76,7 @@ def load_selected(source: Path, metric: str | None, stage: str, split: str,
 
 
 def fit_command(
-    source: Path = SOURCE,
+    source: str = SOURCE,
     metric: Optional[str] = METRIC,
     by: Optional[str] = BY,
     form: Optional[List[str]] = typer.Option(
@@ -116,7 +117,8 @@ def fit_command(
                           n_boot=n_boot, level=level, seed=seed, direction=direction,
                           ceiling=ceiling)
         table = fits_table(fits.groups, source=points.source)
-        path = write_table(table, out or default_fits_path(points))
+        path = out or default_fits_path(points)  # a Location for a sweep given by URI
+        write_table(table, path)
         # The gains compare zero-shot eval scores across mixtures, in every language.
         if points.kind == "sweep" and stage == "eval":
             try:

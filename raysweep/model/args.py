@@ -147,15 +147,36 @@ class ParallelConfig:
     today's behaviour: fp32, no activation checkpointing, no compile.
 
     `precision` is FSDP2's mixed-precision policy ("bf16": bf16 parameters in compute, fp32
-    gradient reduction); a plain single process (no mesh) computes in fp32."""
+    gradient reduction); a plain single process (no mesh) computes in fp32.
+    `activation_checkpointing`: "full" recomputes every decoder layer in backward; "selective"
+    every other layer (torchtitan's layer-selective AC with `selective_ac_option="2"`), about
+    half the activation memory saved for half the recompute."""
 
     precision: Literal["fp32", "bf16"] = "fp32"
-    activation_checkpointing: Literal["none", "full"] = "none"
+    activation_checkpointing: Literal["none", "full", "selective"] = "none"
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
-        if self.activation_checkpointing not in ("none", "full"):
-            raise ValueError("activation_checkpointing must be 'none' or 'full', not "
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.activation_checkpointing not in CHECKPOINTING:
+            raise ValueError(f"activation_checkpointing must be one of {CHECKPOINTING}, not "
                              f"{self.activation_checkpointing!r}")
+
+    @classmethod
+    def from_stage(cls, stage: Any) -> ParallelConfig:
+        """The wrapping a training stage's config (`raysweep.plan.stages.TrainingConfig`, read by
+        attribute: model/ does not import plan/) asks for; a stage without these fields (eval)
+        gets the defaults."""
+        default = cls()
+        return cls(precision=getattr(stage, "precision", default.precision),
+                   activation_checkpointing=getattr(stage, "activation_checkpointing",
+                                                    default.activation_checkpointing))
+
+
+PRECISIONS = ("fp32", "bf16")
+CHECKPOINTING = ("none", "full", "selective")
+# The module names a LoRA `target_modules` entry may match in a LLaMA decoder layer (the
+# `transformers.LlamaModel` attribute names): what the spec check compares against, torch-free.
+LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj")

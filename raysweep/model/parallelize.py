@@ -39,8 +39,9 @@ def parallelize(model: TaskModel, mesh: DeviceMesh | None,
     with FSDP2 over `mesh` (a plain single process, mesh None, gets checkpointing and compile but
     no sharding). Heads added after this call are not sharded, so add every head first."""
     cfg = cfg or ParallelConfig()
-    if cfg.activation_checkpointing == "full":
-        apply_activation_checkpointing(model)
+    if cfg.activation_checkpointing != "none":
+        apply_activation_checkpointing(model, every=2 if cfg.activation_checkpointing ==
+                                       "selective" else 1)
     if cfg.compile:
         apply_compile(model)
     if mesh is not None:
@@ -48,14 +49,20 @@ def parallelize(model: TaskModel, mesh: DeviceMesh | None,
     return model
 
 
-def apply_activation_checkpointing(model: TaskModel) -> None:
-    """Recompute each decoder layer's activations in backward instead of keeping them (as
-    torchtitan's "full" AC). The wrapper's state-dict hooks strip its prefix, so checkpoints keep
-    their keys."""
+def apply_activation_checkpointing(model: TaskModel, every: int = 1) -> None:
+    """Recompute decoder layers' activations in backward instead of keeping them: every layer
+    (`every=1`, torchtitan's "full" AC) or every `every`-th one (torchtitan's layer-selective
+    AC, `selective_ac_option=str(every)`: it wraps layers 2, 4, ... counting from 1, so the last
+    layer of an even stack is wrapped too). The wrapper's state-dict hooks strip its prefix, so
+    checkpoints keep their keys."""
     layers = model.backbone.layers
     for i, layer in enumerate(layers):
-        # No RNG state to restore: LLaMA layers have no dropout (as torchtitan).
-        layers[i] = checkpoint_wrapper(layer, preserve_rng_state=False)
+        if (i + 1) % every:
+            continue
+        # LLaMA layers have no dropout (as torchtitan: no RNG state to restore), but a LoRA
+        # adapter's may: then the recompute must draw the same dropout masks as the forward.
+        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in layer.modules())
+        layers[i] = checkpoint_wrapper(layer, preserve_rng_state=dropout)
 
 
 def apply_compile(model: TaskModel) -> None:
@@ -67,6 +74,10 @@ def apply_compile(model: TaskModel) -> None:
 
 
 def apply_fsdp(model: TaskModel, mesh: DeviceMesh, precision: str) -> None:
+    """FSDP2 on each decoder layer, then the root. "bf16": parameters are cast to bf16 for
+    compute (so activations are bf16) and gradients reduced in fp32; the sharded master
+    parameters and the optimizer stay fp32. Frozen (LoRA base) and trainable parameters may
+    share a group: FSDP2 reduces only the gradients that exist."""
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if precision == "bf16" else MixedPrecisionPolicy())
     layers = list(model.backbone.layers)

@@ -14,6 +14,7 @@ from typing import Any
 from raysweep.data.config import normalize_world
 from raysweep.data.world import get_world
 from raysweep.model.args import TINY_SIZES, tiny_args
+from raysweep.plan.grid import MIXTURE_WEIGHTS, trial_params
 from raysweep.plan.stages import (EvalConfig, IntermediateConfig, PretrainConfig, StageConfig,
                                   TargetConfig)
 from raysweep.spec.names import NO_MIXTURE
@@ -96,6 +97,7 @@ def pretrain_steps(m: ModelSpec) -> int:
 
 def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPlan:
     world = world_of(spec, m)
+    params = trial_params(spec, params)  # a searched mixture's draws -> its rounded weights
     st = spec.stages
     seed = int(params.get("seed", 0))
     mixture = params.get("mixture", NO_MIXTURE)
@@ -110,9 +112,10 @@ def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPl
     how = {"precision": spec.precision_of(m), "activation_checkpointing": spec.checkpointing_of(m)}
 
     def lora(stage_spec) -> dict[str, Any] | None:
-        if stage_spec.finetune == "full":
+        finetune = m.finetune or stage_spec.finetune  # the size's override, else the stage's
+        if finetune == "full":
             return None
-        cfg = stage_spec.finetune.lora.model_dump(mode="json")
+        cfg = finetune.lora.model_dump(mode="json")
         if "lora_r" in params:
             cfg["r"] = int(params["lora_r"])
         return cfg
@@ -128,7 +131,8 @@ def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPl
     if mix.tasks:
         i = st.intermediate
         upstream = after(IntermediateConfig(
-            **upstream, mixture=dict(sorted(mix.tasks.items())), sampler=i.sampler,
+            **upstream, mixture=dict(sorted(params.get(MIXTURE_WEIGHTS, mix.tasks).items())),
+            sampler=(mix.sampler or i.sampler).canonical(i.steps),
             lr=params["lr_intermediate"], steps=i.steps, batch_size=i.batch_size,
             max_length=i.max_length, warmup_frac=i.warmup_frac, log_every=i.log_every,
             seed=seed, micro_batch_size=i.micro_batch_size, lora=lora(i), **how))

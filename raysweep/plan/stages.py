@@ -109,7 +109,7 @@ class IntermediateConfig(TrainingConfig, kind="intermediate", stored=True):
     """Multi-task training on a mixture of intermediate tasks."""
 
     mixture: dict[str, float]  # task -> weight, sorted by task
-    sampler: str
+    sampler: str | dict[str, Any]  # a strategy name, or {name: params} (raysweep.spec.mixtures)
     warmup_frac: float
 
 

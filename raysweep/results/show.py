@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from rich.table import Table
 
 from raysweep.results.best import best_trials
+from raysweep.results.spend import spend_table
 from raysweep.results.tables import load
 
 
@@ -56,6 +57,9 @@ def best_tables(sweep_dir: Path) -> list[Table]:
         names = sorted({name for _, name in aggregates})
         out.append(_pivot("XTREME-R aggregates (each task: mean over its languages)", best,
                           aggregates, names))
+    spend = spend_table(sweep_dir)  # the sweep's spend and what stage reuse saved
+    if spend is not None:
+        out.append(spend)
     return out
 
 

@@ -2,9 +2,19 @@
 
 Layout under a sweep directory `<storage>/<sweep>/`:
 
-    metrics/<trial_id>-<stage>-<n>.parquet   long format, one row per number
-    trials/<trial_id>.parquet                one row per trial (latest attempt wins)
+    metrics/<trial_id>-<label>-<n>.parquet   long format, one row per number
+    trials/<trial_id>.parquet                one row per trial (its final one)
+    attempts/<trial_id>                      how many times the trial has started
     fits.parquet                             written by `raysweep fit`
+
+Rows are written exactly once per identity, however often a trial runs (Tune retries, Train
+worker-group restarts, `raysweep resume`): a trial's metrics file is named by what it holds (the
+stage or target task it flushes, and its count of that label), so a re-run writes the same name
+and replaces the earlier attempt's file instead of adding one beside it; its trials row is one
+file per trial. Every metrics row carries its `attempt`; where attempts' rows still meet (an
+attempt that reused a stored stage leaves the earlier attempt's rows of that stage; files of
+the older layout), `load` keeps, per (trial, stage, task), the rows of the highest attempt: a
+rule on numbers, never on file-name order.
 
 Every file is written under a dot-prefixed temporary name and renamed into place, so a reader
 (`load`, `pyarrow.dataset`, DuckDB's `read_parquet('.../metrics/*.parquet')`) sees whole files
@@ -19,8 +29,8 @@ there: an object appears whole or not at all, so files are written straight to t
 
 from __future__ import annotations
 
+import collections
 import functools
-import itertools
 import os
 import re
 import uuid
@@ -30,6 +40,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -55,14 +66,18 @@ METRICS_SCHEMA = pa.schema(
         # xtreme_r_syn... (raysweep.tasks.aggregate)
         pa.field("task", pa.string()),
         pa.field("language", pa.string()),  # ISO code, "all" for aggregates over languages
-        pa.field("split", pa.string()),  # train | validation | test
+        pa.field("split", pa.string()),  # train | validation | test | spend
         pa.field("metric", pa.string()),  # loss, accuracy, f1, em, map@20, score
         pa.field("value", pa.float64()),
         pa.field("step", pa.int64()),  # optimizer steps taken in this stage so far
         pa.field("tokens", pa.int64()),  # training tokens seen by the model so far (all stages)
         pa.field("flops", pa.float64()),  # training FLOPs spent on the model so far (all stages)
         pa.field("wall_s", pa.float64()),  # seconds since the stage started
+        # split "spend" rows only (raysweep.run.runner.record_spend): the stage's wall seconds
+        # times the trial's devices (GPUs, or CPU workers)
+        pa.field("device_s", pa.float64()),
         *HPARAM_FIELDS,
+        pa.field("attempt", pa.int64()),  # the trial's attempt that wrote it (1, 2, ...)
     ]
 )
 
@@ -74,6 +89,7 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("n_params", pa.int64()),
         *HPARAM_FIELDS,
         pa.field("workers", pa.int64()),  # Train workers (FSDP2 ranks) the trial ran on
+        pa.field("precision", pa.string()),  # "fp32" | "bf16" (its training stages')
         pa.field("node_id", pa.string()),  # the Ray node of its rank 0 (null: not on Ray)
         pa.field("status", pa.string()),  # done | error | stopped
         pa.field("error", pa.string()),
@@ -84,10 +100,25 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("config", pa.string()),  # JSON of the trial's full config
         pa.field("wall_s", pa.float64()),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("attempt", pa.int64()),  # attempts the trial took (retries and resumes + 1)
+        # Why a failed trial failed (null otherwise): nan_loss | out_of_memory | data | error
+        # (raysweep.run.failures), and where: the stage and its last logged step.
+        pa.field("failure", pa.string()),
+        pa.field("failed_stage", pa.string()),
+        pa.field("failed_step", pa.int64()),
     ]
 )
 
 TABLES = {"metrics": METRICS_SCHEMA, "trials": TRIALS_SCHEMA}
+# Trials also carry one float64 column per intermediate task of their mixture, `mix_<task>`: its
+# normalized weight (null: not in the trial's mixture). The set depends on the space, so these
+# columns are added per file and unified on reading.
+MIX_PREFIX = "mix_"
+
+
+def _with_mix_columns(schema: pa.Schema, names: Iterable[str]) -> pa.Schema:
+    extra = sorted({n for n in names if n.startswith(MIX_PREFIX)} - set(schema.names))
+    return pa.schema([*schema, *(pa.field(n, pa.float64()) for n in extra)])
 
 # A trial's final status in the trials table.
 DONE, STOPPED, ERROR = "done", "stopped", "error"
@@ -125,6 +156,12 @@ class Location:
     def __str__(self) -> str:
         return self.name
 
+    def with_name(self, base: str) -> "Location":
+        """The file `base` beside this one (as `Path.with_name`)."""
+        parent = Location(self.fs, self.path.rpartition("/")[0],
+                          _parent_name(self.name))
+        return parent / base
+
     @property
     def local(self) -> bool:
         return self.fs.type_name == "local"
@@ -141,6 +178,13 @@ def _join(name: str, part: str) -> str:
         return os.path.join(name, part)
     u = urlsplit(name)  # s3://bucket/dir?region=x: the part goes into the path, not the query
     return urlunsplit(u._replace(path=f"{u.path.rstrip('/')}/{part}"))
+
+
+def _parent_name(name: str) -> str:
+    if not is_uri(name):
+        return os.path.dirname(name)
+    u = urlsplit(name)
+    return urlunsplit(u._replace(path=u.path.rstrip("/").rpartition("/")[0]))
 
 
 def location(where: Where) -> Location:
@@ -167,11 +211,15 @@ def put_bytes(where: Where, data: bytes) -> None:
     tmp = "/".join(filter(None, [parent, f".tmp-{uuid.uuid4().hex}-{base}"]))
     if loc.local:  # os calls, so a path that cannot be written raises OSError as before
         os.makedirs(parent, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name appears
-        os.replace(tmp, loc.path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name appears
+            os.replace(tmp, loc.path)
+        finally:  # a full disk: no half file is left behind, under any name
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return
     loc.fs.create_dir(parent, recursive=True)
     with loc.fs.open_output_stream(tmp) as f:
@@ -206,16 +254,16 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 class MetricsWriter:
-    """Appends rows for one trial; each `flush` lands one new Parquet file atomically."""
+    """Collects rows for one trial; each `flush(label)` lands one Parquet file atomically, named
+    by the trial, the label and how often this writer flushed that label: the same name in
+    every attempt of the trial, so a re-run replaces its rows (see the module docstring)."""
 
-    def __init__(self, sweep_dir: Where, trial_id: str, base: dict[str, Any]):
+    def __init__(self, sweep_dir: Where, trial_id: str, base: dict[str, Any], attempt: int = 1):
         self.dir = location(sweep_dir) / "metrics"
         self.trial_id = trial_id
-        self.base = dict(base)
+        self.base = {**base, "attempt": attempt}
         self.rows: list[dict[str, Any]] = []
-        self._n = itertools.count()
-        # A relaunched trial writes new files beside its earlier ones; never over them.
-        self._attempt = uuid.uuid4().hex[:8]
+        self._flushed: collections.Counter[str] = collections.Counter()
 
     def add(self, **row: Any) -> None:
         self.rows.append({**self.base, **row})
@@ -225,12 +273,37 @@ class MetricsWriter:
             return None
         table = to_table(self.rows, METRICS_SCHEMA)
         self.rows = []
-        name = f"{self.trial_id}-{label}-{self._attempt}-{next(self._n):04d}.parquet"
+        name = f"{self.trial_id}-{label}-{self._flushed[label]:04d}.parquet"
+        self._flushed[label] += 1
         return atomic_write(table, self.dir / name)
 
 
+def begin_attempt(sweep_dir: Where, trial_id: str) -> int:
+    """Count one more start of `trial_id` (its function trainable calls this; one attempt of a
+    trial runs at a time) and return the new attempt number, 1 for the first."""
+    n = attempts(sweep_dir, trial_id) + 1
+    put_bytes(location(sweep_dir) / "attempts" / trial_id, str(n).encode())
+    return n
+
+
+def finished_trial(sweep_dir: Where, trial_id: str) -> dict[str, Any] | None:
+    """The trial's trials row if it finished (status done), else None."""
+    loc = location(sweep_dir) / "trials" / f"{trial_id}.parquet"
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            rows = pq.read_table(f).to_pylist()
+    except FileNotFoundError:
+        return None
+    return rows[0] if rows and rows[0].get("status") == DONE else None
+
+
+def attempts(sweep_dir: Where, trial_id: str) -> int:
+    """How many times `trial_id` has started (0: never)."""
+    return int(read_text(location(sweep_dir) / "attempts" / trial_id) or 0)
+
+
 def write_trial(sweep_dir: Where, row: dict[str, Any]) -> str:
-    table = to_table([row], TRIALS_SCHEMA)
+    table = to_table([row], _with_mix_columns(TRIALS_SCHEMA, row))
     return atomic_write(table, location(sweep_dir) / "trials" / f"{row['trial_id']}.parquet")
 
 
@@ -249,4 +322,26 @@ def load(path: Where, table: str = "metrics") -> pa.Table:
         if schema is None:
             raise FileNotFoundError(f"{loc}: no Parquet files")
         return schema.empty_table()
-    return ds.dataset(files, format="parquet", schema=schema, filesystem=loc.fs).to_table()
+    if table == "trials":
+        schema = _with_mix_columns(schema, (n for f in files for n in
+                                            pq.read_schema(f, filesystem=loc.fs).names))
+    data = ds.dataset(files, format="parquet", schema=schema, filesystem=loc.fs).to_table()
+    return latest_attempts(data) if table == "metrics" else data
+
+
+def latest_attempts(t: pa.Table) -> pa.Table:
+    """Per (trial, stage, task), only the rows of the highest attempt that wrote any (rows of
+    the older layout, without an attempt, count as attempt 0)."""
+    if t.num_rows == 0:
+        return t
+    attempt = pc.fill_null(t["attempt"], 0)
+    spread = pa.table({"trial_id": t["trial_id"], "a": attempt}).group_by("trial_id").aggregate(
+        [("a", "min"), ("a", "max")])
+    if pc.all(pc.equal(spread["a_min"], spread["a_max"])).as_py():
+        return t  # every trial's rows come from one attempt: nothing to choose
+    keys = list(zip(*(t[c].to_pylist() for c in ("trial_id", "stage", "task"))))
+    values = attempt.to_pylist()
+    best: dict[tuple, int] = {}
+    for k, a in zip(keys, values):
+        best[k] = max(best.get(k, a), a)
+    return t.filter(pa.array([a == best[k] for k, a in zip(keys, values)]))

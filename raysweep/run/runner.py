@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from raysweep.model.parallelize import device_mesh, parallelize
-from raysweep.model.args import LlamaArgs, tiny_args
-from raysweep.model.checkpoint import init_backbone, load_backbone, save_checkpoint
+from raysweep.model.parallelize import device_mesh
+from raysweep.model.args import LlamaArgs, ParallelConfig, tiny_args
+from raysweep.model.checkpoint import save_stage
+from raysweep.model.load import build_task_model
 from raysweep.model.task_model import TaskModel
 from raysweep.plan.build import TrialPlan
 from raysweep.plan.stages import TrainingConfig
-from raysweep.results.tables import DONE, MetricsWriter, write_trial
+from raysweep.results.tables import DONE, MetricsWriter, attempts, write_trial
 from raysweep.results.rows import trial_row
+from raysweep.run.failures import stage_failures
 from raysweep.run.stages import STAGES, _mean
 from raysweep.run.store import StageStore, stage_root
 from raysweep.spec import WARMUP_FRAC
@@ -82,7 +83,8 @@ class TrialRunner:
                                world=plan.world, seed=plan.seed)
         self.progress = Progress()
         self.source: Path | str | None = plan.model_spec.get("hf")  # the backbone to start from
-        self.writer = MetricsWriter(sweep_dir, trial_id, plan.identity_columns(trial_id))
+        self.writer = MetricsWriter(sweep_dir, trial_id, plan.identity_columns(trial_id),
+                                    attempt=max(1, attempts(sweep_dir, trial_id)))
         self.node_id = node_id
         self.config = None
 
@@ -90,7 +92,10 @@ class TrialRunner:
         """Every stage of the plan in order; returns (and reports) the trial's summary."""
         start = time.perf_counter()
         for stage in self.plan.stages:
-            STAGES[stage.kind](self, stage)
+            begun, spent = time.perf_counter(), (self.progress.tokens, self.progress.flops)
+            with stage_failures(self, stage):  # reason, stage, step (raysweep.run.failures)
+                STAGES[stage.kind](self, stage)
+            self.record_spend(stage, time.perf_counter() - begun, *spent)
         # (Not "done": Tune reserves that key and would end the trial before it is recorded.)
         summary = {"objective": _mean(self.progress.dev.values()),
                    "zero_shot": _mean(self.progress.zero_shot.values()), "final": True,
@@ -101,30 +106,32 @@ class TrialRunner:
 
     # --- models -------------------------------------------------------------------------------
 
-    def model(self, tasks: list[str], seed: int) -> TaskModel:
-        """A TaskModel on the current backbone source with fresh (seeded) heads, sharded."""
-        torch.manual_seed(seed)
-        if self.source is None:  # from scratch (tiny): the pretrain stage starts here
-            backbone = init_backbone(tiny_args(self.plan.model_spec["tiny"],
-                                                 len(self.tokenizer)), seed)
-        else:
-            backbone = load_backbone(self.source)
-        model = TaskModel(backbone)
-        torch.manual_seed(seed + 1)
-        for name in tasks:
-            model.add_head(get_task(name))
+    def model(self, tasks: list[str], seed: int, stage: TrainingConfig | None = None) -> TaskModel:
+        """A TaskModel on the current backbone source with fresh (seeded) heads, wrapped and
+        sharded as the stage says (LoRA adapters too); a loaded backbone is built on the meta
+        device and read shard by shard (`raysweep.model.load`)."""
+        scratch = (tiny_args(self.plan.model_spec["tiny"], len(self.tokenizer))
+                   if self.source is None else None)
+        lora = getattr(stage, "lora", None)
+        if lora and self.source is None:
+            raise ValueError(f"stage {stage.kind}: LoRA adapts a loaded backbone; this trial "
+                             "starts from scratch (no `hf` model, no earlier stage)")
+        model = build_task_model(self.source, tasks, seed, self.mesh,
+                                 ParallelConfig.from_stage(stage), lora, scratch)
         self.config = model.config
-        return parallelize(model, self.mesh)
+        return model
 
-    def save(self, model: TaskModel, out: Path | None, meta: dict[str, Any]) -> None:
-        """Gather the full state dict (a collective: every rank calls) and write it on rank 0."""
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                     cpu_offload=True))
-        if out is not None:
-            backbone = {k[len("backbone."):]: v for k, v in state.items()
-                        if k.startswith("backbone.")}
-            heads = {k: v for k, v in state.items() if k.startswith("heads.")}
-            save_checkpoint(out, backbone, heads, model.config, meta)
+    def save(self, model: TaskModel, out: Path, meta: dict[str, Any],
+             stage: TrainingConfig | None = None) -> None:
+        """Write a stage output, every rank its own shard (a collective: every rank calls with
+        the same `out`). A LoRA stage stores its adapters and heads, and names its base."""
+        lora = getattr(stage, "lora", None)
+        if lora:
+            source = Path(self.source) if self.source is not None else None
+            sibling = source is not None and source.parent == Path(out).parent
+            meta = {**meta, "lora": dict(lora), "base": {
+                "source": str(self.source), "stage": source.name if sibling else None}}
+        save_stage(Path(out), model, meta, adapters_only=bool(lora))
 
     def optim(self, stage: TrainingConfig, warmup_frac: float | None) -> Optim:
         # Pretraining's warm-up is not a space setting (and so not part of its key): the
@@ -187,6 +194,20 @@ class TrialRunner:
                      wall_s=log.wall_s)
 
         return on_log
+
+    def record_spend(self, stage, wall_s: float, tokens0: int, flops0: float) -> None:
+        """The stage's spend, as `split="spend"` rows: its own training `tokens` and `flops`
+        (for a stage loaded from the store, what it cost when trained: what reuse saved) and
+        `reused` (1 or 0), each with the stage's wall seconds and device-seconds (wall x the
+        trial's ranks' GPUs, or its CPU ranks) in the `wall_s` and `device_s` columns. The target
+        stage's time includes its evaluations; the eval stage trains nothing."""
+        devices = self.ranks.world * (self.plan.gpus_per_worker or 1)
+        reused = stage.stored and stage.kind in self.progress.reused
+        for metric, value in (("tokens", self.progress.tokens - tokens0),
+                              ("flops", self.progress.flops - flops0), ("reused", reused)):
+            self.row(stage=stage.kind, task="all", language="all", split="spend", metric=metric,
+                     value=float(value), step=None, wall_s=wall_s, device_s=wall_s * devices)
+        self.flush(f"spend-{stage.kind}")
 
     def row(self, **row: Any) -> None:
         if self.ranks.rank == 0:

@@ -15,6 +15,7 @@ metrics writer, spend so far) and the stage's typed config.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from raysweep.model.task_model import TaskModel
@@ -34,31 +35,36 @@ def stored_stage(r: "TrialRunner", stage: TrainingConfig) -> None:
     out = r.store.path(stage.kind, stage.key)
     if r.ranks.rank == 0:
         with r.store.claim(stage.kind, stage.key) as todo:
-            trained = r.ranks.broadcast(todo is not None)
-            if trained:
-                train_stored(r, stage, todo)
+            # Every rank writes its own shard, so every rank needs the directory to write in.
+            todo = r.ranks.broadcast(None if todo is None else str(todo))
+            if todo is not None:
+                train_stored(r, stage, Path(todo))
     else:
-        trained = r.ranks.broadcast(None)
-        if trained:
-            train_stored(r, stage, None)
+        todo = r.ranks.broadcast(None)
+        if todo is not None:
+            train_stored(r, stage, Path(todo))
     r.ranks.barrier()  # rank 0 has marked the output done
+    if todo is not None:  # the rows of a stage we trained, once its output is surely ours
+        r.flush(stage.kind)  # (not when our lease was lost: the new holder's rows count)
     meta = json.loads((out / "meta.json").read_text())
-    if not trained:
+    if todo is None:
         r.progress.reused.append(stage.kind)
     r.progress.tokens, r.progress.flops = meta["tokens"], meta["flops"]
     r.source = out
 
 
-def train_stored(r: "TrialRunner", stage: TrainingConfig, out) -> None:
-    """Train a pretrain or intermediate stage; rank 0 writes its output to `out`."""
+def train_stored(r: "TrialRunner", stage: TrainingConfig, out: Path) -> None:
+    """Train a pretrain or intermediate stage; every rank writes its shard of the output to
+    `out` (rank 0 holds the store's lease; the store marks it done once this returns)."""
     if stage.kind == "pretrain":
         weights, sampler, warmup = {stage.corpus: 1.0}, "proportional", None
     else:
         weights, sampler, warmup = stage.mixture, stage.sampler, stage.warmup_frac
     data = {t: r.train_data(t) for t in weights}
-    model = r.model(list(data), stage.seed)
+    model = r.model(list(data), stage.seed, stage)
     streams = {t: FeatureStream(encoder_for(get_task(t)).encode(s, r.tokenizer, stage.max_length),
-                                stage.batch_size, stage.seed + i, r.ranks)
+                                stage.batch_size, stage.seed + i, r.ranks,
+                                stage.micro_batch_size)
                for i, (t, s) in enumerate(data.items())}
     logs = train(model, streams, {t: encoder_for(get_task(t)) for t in data},
                  r.optim(stage, warmup), r.tokenizer.pad_token_id, stage.seed,
@@ -66,14 +72,13 @@ def train_stored(r: "TrialRunner", stage: TrainingConfig, out) -> None:
                  on_log=r.train_rows(stage.kind, "all", stage))
     tokens, flops = r.spent(logs, stage)
     r.save(model, out, {"config": stage.key_dict(), "key": stage.key, "tokens": tokens,
-                        "flops": flops, "final_loss": logs[-1].loss})
-    r.flush(stage.kind)
+                        "flops": flops, "final_loss": logs[-1].loss}, stage)
 
 
 def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
     ev = r.plan.stage("eval")
     for i, name in enumerate(stage.tasks):
-        model = r.model([name], stage.seed + 1000 * i)
+        model = r.model([name], stage.seed + 1000 * i, stage)
         if fine_tuned(get_task(name)):
             fine_tune(r, model, name, stage, ev)
         # else: Tatoeba and BUCC are zero-shot in XTREME-R's protocol: the backbone as is
@@ -92,7 +97,7 @@ def fine_tune(r: "TrialRunner", model: TaskModel, name: str, c: TargetConfig,
     sources = task.train_tasks or (task.train_task or name,)
     features = [f for src in sources
                 for f in head.encode(r.train_data(src), r.tokenizer, c.max_length)]
-    stream = FeatureStream(features, c.batch_size, c.seed, r.ranks)
+    stream = FeatureStream(features, c.batch_size, c.seed, r.ranks, c.micro_batch_size)
     dev = english_dev(r, name, ev.max_examples)
     trainer = Trainer(model, {name: head}, r.optim(c, c.warmup_frac), r.tokenizer.pad_token_id,
                       c.seed)

@@ -2,15 +2,28 @@
 
 As in marin, each output directory `<storage>/stages/<stage>-<key>/` has a status file beside
 the data, written last by atomic rename: an output without `STATUS` = done is not an output.
-A lease file, created with O_CREAT|O_EXCL (atomic on local disks and NFS alike, so it also holds
-across the nodes of a cluster sharing the storage), says who computes the key now; the holder
-refreshes it from a heartbeat thread, and a lease not refreshed for `ttl` seconds belongs to a
-dead holder and may be broken. So concurrent trials never compute the same key twice, and a
-crashed trial does not block the key forever.
 
-So the store needs a POSIX file system (O_EXCL, rename, mtime) that every node mounts at the same
-path: a local disk on one machine, NFS/EFS/Filestore on a cluster; never an object store, where
-none of those exist. `stage_root` is where a sweep puts it, and refuses a root that is not one.
+A lease file says who computes the key now. It is created whole, by `link(2)` of a private file
+onto the name `LEASE` (atomic, and failing when the name exists, on local disks and NFS alike, so
+it also holds across the nodes of a cluster sharing the storage), and it carries a token unique
+to the claim. The holder keeps the file open and refreshes its mtime through that descriptor
+(`futimens`), so a heartbeat can only ever touch its own lease, whatever now has the name. A
+lease is dead when it was not refreshed for `ttl` seconds, or at once when its holder ran on this
+host (same pid namespace) and its process is gone.
+
+Taking over a dead lease is atomic: a waiter that judges lease `T` dead must first create
+`.LEASE.break-T` with O_EXCL, so exactly one waiter breaks any one lease; it then re-reads the
+lease, and renames it away only if it still says `T` and is still dead. (Without that, two
+waiters that both judged the old lease dead could each rename away whatever lease was there,
+including the fresh one the other had just taken, and both compute: issue 11.) The winner then
+claims like anyone else, with O_EXCL. A holder checks by content that the lease is still its own
+before it marks the output done and before it unlinks the lease; one that lost its lease (it was
+paused past `ttl` and broken) raises `LeaseLost` and leaves the new holder's lease alone.
+
+So the store needs a POSIX file system (link, O_EXCL, rename, mtime) that every node mounts at
+the same path: a local disk on one machine, NFS/EFS/Filestore on a cluster; never an object
+store, where none of those exist. `stage_root` is where a sweep puts it, and refuses a root that
+is not one.
 """
 
 from __future__ import annotations
@@ -69,6 +82,45 @@ def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class LeaseLost(RuntimeError):
+    """Our lease was broken while we held it (we stopped beating for `ttl` seconds): another
+    trial computes the key now, so we must not mark it done."""
+
+
+def _host() -> str:
+    """This host, as a lease names it: the host name and the pid namespace, so that a pid in a
+    lease is judged only where it means the same process."""
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{socket.gethostname()}/{ns}"
+
+
+def _read_lease(path: Path) -> tuple[dict[str, Any], os.stat_result] | None:
+    """A lease's content and stat, or None where there is none. A lease from before tokens (or
+    written by hand) has no token: its inode stands in for one."""
+    try:
+        st = path.stat()
+        content = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        content = {}
+    content.setdefault("token", f"ino{st.st_ino}-{st.st_mtime_ns}")
+    return content, st
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class StageStore:
     root: Path
@@ -89,20 +141,72 @@ class StageStore:
         s = self.status(stage, key)
         return bool(s and s.get("status") == "done")
 
-    def _try_lease(self, lease: Path, holder: str) -> bool:
-        try:
-            fd = os.open(lease, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"holder": holder, "host": socket.gethostname(), "t": time.time()}, f)
-        return True
+    # --- leases -------------------------------------------------------------------------------
 
-    def _lease_dead(self, lease: Path) -> bool:
+    def _acquire(self, lease: Path, token: str) -> int | None:
+        """Take the lease if nobody holds it: a descriptor on our lease file, else None."""
+        tmp = lease.parent / f".{LEASE}.new-{token}"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         try:
-            return time.time() - lease.stat().st_mtime > self.ttl
+            os.write(fd, json.dumps({"token": token, "host": _host(), "pid": os.getpid(),
+                                     "t": time.time()}).encode())
+            os.fsync(fd)
+            os.link(tmp, lease)  # atomic; fails where a lease exists
+        except FileExistsError:
+            os.close(fd)
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return fd
+
+    def _dead(self, lease: Path) -> str | None:
+        """The token of the lease at `lease` if its holder is dead, else None."""
+        got = _read_lease(lease)
+        if got is None:
+            return None
+        content, st = got
+        if time.time() - st.st_mtime > self.ttl:
+            return content["token"]
+        if content.get("host") == _host() and isinstance(content.get("pid"), int) \
+                and _pid_gone(content["pid"]):
+            return content["token"]
+        return None
+
+    def _break(self, lease: Path, token: str) -> bool:
+        """Remove the dead lease `token`, if we are the one waiter allowed to (see the module
+        docstring); True when we removed it."""
+        try:
+            os.close(os.open(lease.parent / f".{LEASE}.break-{token}",
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False  # another waiter is taking this very lease over
+        if self._dead(lease) != token:  # released, or already replaced by a live one
+            return False
+        moved = lease.parent / f".{LEASE}.dead-{token}"
+        try:
+            os.rename(lease, moved)
         except FileNotFoundError:
             return False
+        got = _read_lease(moved)
+        if got is not None and got[0]["token"] != token:
+            # The 'dead' holder was only slow: it released in the instant between our check and
+            # the rename, and a fresh lease took the name. Give it back (same inode: its
+            # holder's heartbeat and ownership checks carry on), unless yet another is there.
+            try:
+                os.link(moved, lease)
+            except FileExistsError:
+                pass
+            moved.unlink(missing_ok=True)
+            return False
+        return True
+
+    def _owns(self, lease: Path, token: str) -> bool:
+        got = _read_lease(lease)
+        return got is not None and got[0]["token"] == token
+
+    def _release(self, lease: Path, token: str) -> None:
+        if self._owns(lease, token):
+            lease.unlink(missing_ok=True)
 
     @contextmanager
     def claim(self, stage: str, key: str, wait_s: float = 0.5,
@@ -113,45 +217,55 @@ class StageStore:
         out = self.path(stage, key)
         out.mkdir(parents=True, exist_ok=True)
         lease = out / LEASE
-        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         deadline = time.monotonic() + timeout_s
         while True:
             if self.is_done(stage, key):
                 yield None
                 return
-            if self._try_lease(lease, holder):
+            fd = self._acquire(lease, token)
+            if fd is not None:
                 break
-            if self._lease_dead(lease):  # a holder that stopped beating: take its place
-                try:
-                    os.replace(lease, out / f".{LEASE}.dead-{uuid.uuid4().hex[:6]}")
-                except FileNotFoundError:
-                    pass
-                continue
+            dead = self._dead(lease)
+            if dead is not None and self._break(lease, dead):
+                continue  # claim at once, with O_EXCL like any other waiter
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{out}: still leased by another trial after {timeout_s} s")
             time.sleep(wait_s)
-        if self.is_done(stage, key):  # finished between our check and our lease
-            lease.unlink(missing_ok=True)
-            yield None
-            return
-        stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(lease, stop), daemon=True)
-        beat.start()
         try:
-            yield out
-            _write_json_atomic(out / STATUS, {"status": "done", "holder": holder,
-                                              "finished": time.time()})
-        finally:
-            stop.set()
-            beat.join()
-            lease.unlink(missing_ok=True)
-
-    def _beat(self, lease: Path, stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat):
-            try:
-                os.utime(lease)
-            except FileNotFoundError:
+            if self.is_done(stage, key):  # finished between our check and our lease
+                self._release(lease, token)
+                yield None
                 return
+            stop, lost = threading.Event(), threading.Event()
+            beat = threading.Thread(target=self._beat, args=(fd, lease, token, stop, lost),
+                                    daemon=True)
+            beat.start()
+            try:
+                yield out
+                if lost.is_set() or not self._owns(lease, token):
+                    raise LeaseLost(f"{out}: our lease was broken while we computed (no "
+                                    f"heartbeat for {self.ttl} s); another trial computes it")
+                _write_json_atomic(out / STATUS, {"status": "done", "holder": token,
+                                                  "finished": time.time()})
+                for trace in (*out.glob(f".{LEASE}.break-*"), *out.glob(f".{LEASE}.dead-*")):
+                    trace.unlink(missing_ok=True)  # takeover traces: the key needs no more
+            finally:
+                stop.set()
+                beat.join()
+                self._release(lease, token)
+        finally:
+            os.close(fd)
+
+    def _beat(self, fd: int, lease: Path, token: str, stop: threading.Event,
+              lost: threading.Event) -> None:
+        """Refresh our lease through its descriptor (never whatever else has the name now);
+        stop, and say so, once the name is no longer ours."""
+        while not stop.wait(self.heartbeat):
+            if not self._owns(lease, token):
+                lost.set()
+                return
+            os.utime(fd)
 
     def clear(self, stage: str, key: str) -> None:
         shutil.rmtree(self.path(stage, key), ignore_errors=True)

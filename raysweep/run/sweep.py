@@ -18,32 +18,43 @@ from rich.console import Console
 
 from raysweep.console import make_console
 from raysweep.plan.build import n_params
-from raysweep.plan.grid import trials_per_size
+from raysweep.plan.grid import SIMPLEX, finite_values, trials_per_size
 from raysweep.results.best import SPACE_FILE
 from raysweep.results.tables import Location, is_uri, location, put_bytes, read_text
 from raysweep.run.store import stage_root
 from raysweep.spec import SpaceError, SweepSpec, check_resources
+from raysweep.spec.space import ParamSpec
+from raysweep.spec.space import ModelSpec
 
 
-def param_space(spec: SweepSpec) -> dict[str, Any]:
+def param_space(spec: SweepSpec, params: dict[str, ParamSpec] | None = None) -> dict[str, Any]:
+    """What Tune searches: `params` (default: the space's; the ladder narrows them) and one
+    uniform draw per task of each searched mixture (`raysweep.plan.grid`). A `loguniform` with
+    `grid: k` is its k points, a categorical (the values are the lrs themselves)."""
     from ray import tune
 
-    space = {}
-    for key, p in spec.search.params.items():
+    space: dict[str, Any] = {}
+    for key, p in (params or spec.search.params).items():
+        values = finite_values(p)
         if spec.search.algorithm == "grid":
-            space[key] = tune.grid_search(list(p.values))
-        elif p.loguniform is not None:
+            space[key] = tune.grid_search(values)
+        elif values is None:
             space[key] = tune.loguniform(*p.loguniform)
         else:
-            space[key] = tune.choice(list(p.values))
+            space[key] = tune.choice(values)
+    simplex = {name: {t: tune.uniform(0.0, 1.0) for t in mix.tasks}
+               for name, mix in spec.mixtures.items() if mix.simplex is not None}
+    if simplex:
+        space[SIMPLEX] = simplex
     return space
 
 
-def max_concurrent(spec: SweepSpec, cluster_cpus: int) -> int:
+def max_concurrent(spec: SweepSpec, m: ModelSpec, cluster_cpus: int) -> int:
+    """Trials of size `m` at once: the space's limit, else as many as the cluster's CPUs hold
+    (per size: a size with 1-worker trials runs twice as many at once as one with 2)."""
     if spec.search.max_concurrent_trials:
         return spec.search.max_concurrent_trials
-    per_trial = max(spec.workers(m) * spec.cpus_per_worker(m) for m in spec.models)
-    return max(1, cluster_cpus // per_trial)
+    return max(1, cluster_cpus // (spec.workers(m) * spec.cpus_per_worker(m)))
 
 
 @dataclass
@@ -77,6 +88,10 @@ RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
+
+
+# Where the sweep's stage store is, for `raysweep resume` (its --stages may be anywhere).
+LAUNCH_FILE = "launch.json"
 
 
 def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Location) -> None:
@@ -126,24 +141,30 @@ def connect(address: str | None, cpus: int | None, verbose: bool) -> None:
 
 def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | None = None,
            address: str | None = None, verbose: bool = False,
-           console: Console | None = None, stages: str | os.PathLike | None = None) -> Launch:
+           console: Console | None = None, stages: str | os.PathLike | None = None,
+           trackers: tuple[str, ...] = ()) -> Launch:
     """`storage`: a local directory or a URI (s3://, gs://, file://) for the result tables and
     Ray's state; `stages`: the stage store's shared POSIX directory (default
     `<storage>/stages`, which a non-file URI storage cannot hold: StageRootError)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from raysweep.run.ladder import Ladder
     from raysweep.run.progress import Progress
     from raysweep.run.record import RecordTrials
+    from raysweep.run.trackers import tracker_callbacks
     from raysweep.run.trial import run_trial
+    from raysweep.run.upstream import make_searcher
 
     console = console or make_console()
     where = Storage.of(storage, stages)
     name = name or spec.name
     sweep_dir = where.root / name
     guard_sweep_dir(spec, file, sweep_dir)
+    if read_text(sweep_dir / SPACE_FILE) is not None:  # the same space (guarded): go on with it
+        console.print(f"resuming the sweep in {sweep_dir}: finished trials are kept, the rest "
+                      "run (raysweep resume does the same)")
     if sweep_dir.local:
         Path(sweep_dir.path).mkdir(parents=True, exist_ok=True)
     connect(address, spec.resources.cluster_cpus, verbose)
@@ -151,11 +172,14 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
     cpus, gpus = int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
     check_resources(spec, file, cpus, gpus)  # the cluster we really have (names: checked at load)
     put_bytes(sweep_dir / SPACE_FILE, json.dumps(spec.normalized, indent=1).encode())
+    put_bytes(sweep_dir / LAUNCH_FILE, json.dumps({"stages": str(where.stages)}).encode())
     errors = 0
+    ladder = Ladder(spec, sweep_dir, console)
     for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
         console.print(f"[bold]{m.name}[/] ({n_params(spec, m):,} params): "
                       f"{trials_per_size(spec)} trials")
         s = spec.search
+        params, first_points = ladder.before(m)  # the space's, unless the ladder narrows them
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, plan_base={"spec": spec.normalized, "model": m.name},
                                  storage=str(where.root), sweep_dir=str(sweep_dir),
@@ -166,8 +190,9 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
         )
         tune_config = tune.TuneConfig(
             metric="objective", mode=s.mode, num_samples=s.num_samples,
-            max_concurrent_trials=max_concurrent(spec, cpus),
-            search_alg=OptunaSearch(seed=s.seed) if s.algorithm == "optuna" else None,
+            max_concurrent_trials=max_concurrent(spec, m, cpus),
+            search_alg=make_searcher(spec, m, where.stages, first_points,
+                                     hold=max_concurrent(spec, m, cpus)),
             scheduler=ASHAScheduler(time_attr="training_iteration",
                                     grace_period=s.scheduler.grace_period,
                                     reduction_factor=s.scheduler.reduction_factor)
@@ -176,16 +201,19 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
         run_config = tune.RunConfig(
             name=f"{name}-{m.name}", storage_path=str(where.root / "tune"), verbose=0,
             callbacks=[Progress(m.name, trials_per_size(spec), s.mode),
-                       RecordTrials(spec, m.name, str(sweep_dir))],
-            failure_config=tune.FailureConfig(max_failures=0),
+                       RecordTrials(spec, m.name, str(sweep_dir)),
+                       *tracker_callbacks(trackers, spec, m.name, sweep_dir)],
+            failure_config=tune.FailureConfig(max_failures=spec.faults.trial_retries),
         )
         experiment = str(where.root / "tune" / f"{name}-{m.name}")
         if tune.Tuner.can_restore(experiment):  # a relaunch: finish what is left, redo errors
             console.print(f"resuming {experiment}")
             tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True,
-                                       param_space=param_space(spec))
+                                       param_space=param_space(spec, params))
         else:
-            tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
+            tuner = tune.Tuner(trainable, param_space=param_space(spec, params),
+                               tune_config=tune_config,
                                run_config=run_config)
         errors += sum(1 for r in tuner.fit() if r.error)
+        ladder.after(m)  # what the size found, beside what was predicted
     return Launch(Path(sweep_dir.path) if sweep_dir.local else str(sweep_dir), errors)

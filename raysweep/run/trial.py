@@ -4,21 +4,27 @@ Ray 2.60 (Train V2) cannot nest a `TorchTrainer` as a Tune trainable; instead th
 launches the trainer and forwards the workers' reports with `TuneReportCallback`. The Train run
 is named after the trial, so a relaunched trial finds its own run (and, through the stage store,
 its finished stages).
+
+Failures: Train restarts the worker group up to `faults.worker_restarts` times (a dead worker),
+Tune reruns the trial up to `faults.trial_retries` times (`raysweep.run.sweep`); each start of
+this function is one attempt (`raysweep.results.tables.begin_attempt`), whose rows replace the
+earlier attempt's. What finally fails leaves here as one `TrialFailure` (reason, stage, step).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from raysweep.results.tables import location
+from raysweep.results.tables import begin_attempt, finished_trial, location
 
 
 def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: str,
-                 workers: int, cpus_per_worker: int, gpus_per_worker: int):
+                 workers: int, cpus_per_worker: int, gpus_per_worker: int,
+                 worker_restarts: int = 0):
     """The Train job of one trial: `workers` FSDP2 ranks (gloo on CPU, nccl on GPU) whose
     reports reach the enclosing Tune trial. `storage` is a local path or a URI (Ray's
     storage_path takes both; its Train state goes under `<storage>/train`)."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -32,7 +38,8 @@ def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: 
             resources_per_worker={"CPU": cpus_per_worker,
                                   **({"GPU": gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(name=name, storage_path=str(location(storage) / "train"),
-                             callbacks=[TuneReportCallback()]),
+                             callbacks=[TuneReportCallback()],
+                             failure_config=FailureConfig(max_failures=worker_restarts)),
     )
 
 
@@ -45,17 +52,30 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
     import ray.tune
 
     from raysweep.plan.build import build_plan
+    from raysweep.run.failures import failure_of
     from raysweep.run.runner import train_worker
     from raysweep.spec import SweepSpec
 
     spec = SweepSpec.model_validate(plan_base["spec"])
     plan = build_plan(spec, spec.model(plan_base["model"]), dict(config))
     trial_id = ray.tune.get_context().get_trial_id()
+    done = finished_trial(sweep_dir, trial_id)
+    if done is not None:
+        # It finished before the driver died, after Tune's last snapshot of the experiment
+        # (Tune saves it every few seconds): a resume must not run it again. Its row stays.
+        ray.tune.report({"objective": done["objective"], "zero_shot": done["zero_shot"],
+                         "final": True, "recorded": True})
+        return
+    begin_attempt(sweep_dir, trial_id)
     trainer = make_trainer(
         train_worker,
         {"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir, "stages": stages,
          "trial_id": trial_id, "threads": plan.cpus_per_worker},
         name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,
+        worker_restarts=spec.faults.worker_restarts,
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as e:  # Train's error wraps each rank's: name the trial's failure
+        raise failure_of(e) from None

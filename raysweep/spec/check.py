@@ -80,9 +80,10 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
             raise SpaceError(file, path, "searched, but no intermediate stage runs")
         if key == "lr_pretrain" and not st.pretrain:
             raise SpaceError(file, path, "searched, but there is no pretrain stage")
-        if spec.search.algorithm == "grid" and p.loguniform is not None:
-            raise SpaceError(file, f"{path}.loguniform", "a grid search needs 'values'; "
-                             "'loguniform' is for algorithm: optuna")
+        if spec.search.algorithm == "grid" and p.loguniform is not None and p.grid is None:
+            raise SpaceError(file, f"{path}.loguniform", "a grid search needs 'values' or "
+                             "'loguniform' with 'grid: k'; a bare range is for algorithm: optuna")
+    check_search(spec, file)
     if "lr_target" not in spec.search.params:
         raise SpaceError(file, "search.params.lr_target", "required: the target learning rate "
                          "(values or loguniform)")
@@ -96,6 +97,7 @@ def check(spec: SweepSpec, file: Path, cluster_cpus: int | None = None,
             if s is not None and s.batch_size % spec.workers(m):
                 raise SpaceError(file, f"stages.{stage}.batch_size", f"{s.batch_size} does not "
                                  f"divide by {spec.workers(m)} workers of model {m.name!r}")
+    _check_knobs(spec, file)
     if cluster_cpus is not None:
         check_resources(spec, file, cluster_cpus, cluster_gpus)
 
@@ -114,6 +116,93 @@ def check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) ->
             raise SpaceError(file, f"models.{i}.workers" if m.workers else "resources.workers",
                              f"model {m.name!r} needs {need_gpu} GPUs per trial; the cluster "
                              f"offers {gpus}")
+
+
+def _check_knobs(spec: SweepSpec, file: Path) -> None:
+    """Micro batches divide each rank's share of the global batch; LoRA targets exist."""
+    from raysweep.model.args import LLAMA_LINEAR_MODULES
+
+    for stage in ("pretrain", "intermediate", "target"):
+        s = getattr(spec.stages, stage)
+        if s is None:
+            continue
+        for m in spec.models:
+            per_rank = s.batch_size // spec.workers(m)
+            if s.micro_batch_size is not None and per_rank % s.micro_batch_size:
+                raise SpaceError(file, f"stages.{stage}.micro_batch_size", f"{s.micro_batch_size}"
+                                 f" does not divide the per-rank batch {per_rank} (batch_size "
+                                 f"{s.batch_size} over {spec.workers(m)} workers of model "
+                                 f"{m.name!r}); allowed: a divisor of {per_rank}")
+        lora = getattr(getattr(s, "finetune", "full"), "lora", None)
+        for j, t in enumerate(lora.target_modules if lora else []):
+            if t not in LLAMA_LINEAR_MODULES:
+                raise SpaceError(file, f"stages.{stage}.finetune.lora.target_modules.{j}",
+                                 f"{t!r} matches no module of a LLaMA decoder layer; allowed: "
+                                 f"{', '.join(LLAMA_LINEAR_MODULES)}")
+    for i, m in enumerate(spec.models):  # a size's own finetune (overrides the stages')
+        for j, t in enumerate(m.finetune.lora.target_modules if m.finetune not in (None, "full")
+                              else []):
+            if t not in LLAMA_LINEAR_MODULES:
+                raise SpaceError(file, f"models.{i}.finetune.lora.target_modules.{j}",
+                                 f"{t!r} matches no module of a LLaMA decoder layer; allowed: "
+                                 f"{', '.join(LLAMA_LINEAR_MODULES)}")
+    r = spec.search.params.get("lora_r")
+    if r is not None:
+        if not any(getattr(getattr(spec.stages, k), "finetune", "full") != "full"
+                   for k in ("intermediate", "target") if getattr(spec.stages, k)) and \
+                all(m.finetune in (None, "full") for m in spec.models):
+            raise SpaceError(file, "search.params.lora_r", "searched, but no stage has "
+                             "finetune: {lora: ...}")
+        for j, v in enumerate(r.values or []):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise SpaceError(file, f"search.params.lora_r.values.{j}", f"a LoRA rank must "
+                                 f"be a positive integer (got {v!r})")
+
+
+# Searched values that change an upstream (stored) stage; lr_target changes only its own trial.
+UPSTREAM = ("lr_pretrain", "lr_intermediate", "mixture", "seed", "lora_r")
+
+
+def check_search(spec: SweepSpec, file: Path) -> None:
+    """Mixing strategies against their mixtures, searched mixtures, log grids, stage sharing
+    and the ladder (raysweep.spec.mixtures, raysweep.plan.grid)."""
+    st, s = spec.stages, spec.search
+    for mname, mix in spec.mixtures.items():
+        where, strategy = (f"mixtures.{mname}.sampler", mix.sampler) if mix.sampler else \
+            ("stages.intermediate.sampler", st.intermediate.sampler if st.intermediate else None)
+        ends = strategy.tasks() if strategy is not None and mix.tasks else []
+        if len(ends) == 2 and set(ends[0][1]) != set(ends[1][1]):
+            raise SpaceError(file, f"{where}.{strategy.name}.end", "the endpoints name different "
+                             f"tasks ({sorted(ends[0][1])} vs {sorted(ends[1][1])}); allowed: "
+                             "the same tasks at both ends")
+        for field, weights in ends:
+            path = f"{where}.{strategy.name}.{field}"
+            if set(weights) != set(mix.tasks):
+                raise SpaceError(file, path, f"names {sorted(weights)}; allowed: the tasks of "
+                                 f"mixture {mname!r}, each once: {sorted(mix.tasks)}")
+            if not any(weights.values()):
+                raise SpaceError(file, path, "every weight is 0; allowed: weights >= 0, at "
+                                 "least one > 0")
+        if mix.simplex is not None:
+            path = f"mixtures.{mname}.simplex"
+            if s.algorithm != "optuna":
+                raise SpaceError(file, path, "searched weights need search.algorithm: optuna")
+            if len(mix.tasks) < 2 or any(w != 1.0 for w in mix.tasks.values()):
+                raise SpaceError(file, f"mixtures.{mname}.tasks", "a searched mixture lists its "
+                                 "candidate tasks, at least 2, each with weight 1.0 (the search "
+                                 "draws the weights)")
+    for key, p in s.params.items():
+        path = f"search.params.{key}"
+        if p.grid is not None and p.loguniform is None:
+            raise SpaceError(file, f"{path}.grid", "'grid: k' goes with 'loguniform' (k "
+                             "log-spaced points); 'values' are already finite")
+        if s.share_stages and key in UPSTREAM and p.loguniform is not None and p.grid is None:
+            raise SpaceError(file, f"{path}.loguniform", "a continuous range for an upstream "
+                             "stage gives every trial its own stage; with search.share_stages: "
+                             "true give 'grid: k' (k log-spaced points) or 'values'")
+    if s.ladder and s.algorithm != "optuna":
+        raise SpaceError(file, "search.ladder", "the ladder narrows Optuna's ranges; allowed "
+                         "with search.algorithm: optuna")
 
 
 def _check_langs(file: Path, path: str, task, langs: list[str]) -> None:

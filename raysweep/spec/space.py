@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raysweep.spec.mixtures import SimplexSpec, Strategy
 from raysweep.spec.names import NO_MIXTURE
 
 SEARCHED = ("lr_pretrain", "lr_intermediate", "lr_target", "mixture", "seed", "lora_r")
@@ -57,6 +58,9 @@ class ModelSpec(_Strict):
     pretrain_steps: PositiveInt | None = None  # overrides the tiny config's budget
     precision: Precision | None = None  # overrides the space's
     activation_checkpointing: Checkpointing | None = None  # overrides the space's
+    # Overrides the intermediate and target stages' `finetune` for this size (e.g. LoRA for the
+    # one size whose full fine-tuning would not fit).
+    finetune: Literal["full"] | LoraFinetune | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
@@ -100,7 +104,8 @@ class TrainStageSpec(_Strict):
 
 
 class IntermediateSpec(TrainStageSpec):
-    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    # A strategy name, or {name: {params}} (raysweep.spec.mixtures); a mixture may override it.
+    sampler: Strategy = Strategy.model_validate("proportional")
 
 
 class TargetSpec(TrainStageSpec):
@@ -125,11 +130,16 @@ class StagesSpec(_Strict):
 class MixtureSpec(_Strict):
     tasks: dict[str, PositiveFloat] = {}  # task -> weight; empty = no intermediate stage
     kind: Literal["none", "english", "multilingual"] | None = None  # derived when omitted
+    sampler: Strategy | None = None  # overrides stages.intermediate.sampler for this mixture
+    # Searched weights: `tasks` lists the candidates (weight 1.0 each), each trial draws its own.
+    simplex: SimplexSpec | None = None
 
 
 class ParamSpec(_Strict):
     values: Annotated[list[Any], Field(min_length=1)] | None = None
     loguniform: tuple[float, float] | None = None
+    # With loguniform: sample only k log-spaced points (stage keys are then shared).
+    grid: Annotated[int, Field(ge=2)] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "ParamSpec":
@@ -151,6 +161,12 @@ class SearchSpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     max_concurrent_trials: PositiveInt | None = None  # default: what the cluster fits
     seed: int = 0
+    # Upstream stages must draw from finite sets (values, loguniform+grid, a simplex grid), so
+    # trials share them; trials sharing one are held back until it is trained (run/upstream.py).
+    share_stages: bool = False
+    # Sizes run smallest first; each later size's lr ranges are narrowed around the power law
+    # fitted to the finished sizes' best lrs, and Optuna starts from it (run/ladder.py).
+    ladder: bool = False
     params: dict[str, ParamSpec]
 
 
@@ -163,6 +179,16 @@ class ResourcesSpec(_Strict):
     gpu_memory_gb: PositiveFloat | None = None  # per worker; default 80 when workers use GPUs
 
 
+class FaultsSpec(_Strict):
+    """What a sweep does when a trial fails: Tune reruns a failed trial from its start up to
+    `trial_retries` times (finished stages load from the store); Ray Train restarts a trial's
+    worker group up to `worker_restarts` times (a dead worker, a lost node) before the trial
+    fails. 0 and 0: a failure is final, recorded in the trials table, and the sweep goes on."""
+
+    trial_retries: Annotated[int, Field(ge=0)] = 0
+    worker_restarts: Annotated[int, Field(ge=0)] = 0
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -173,6 +199,7 @@ class SweepSpec(_Strict):
     mixtures: dict[str, MixtureSpec] = {NO_MIXTURE: MixtureSpec()}
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
+    faults: FaultsSpec = FaultsSpec()
     precision: Precision = "auto"
     activation_checkpointing: Checkpointing = "none"
 

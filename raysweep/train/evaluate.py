@@ -37,11 +37,16 @@ def evaluate(
     mine = list(range(ranks.rank, len(features), ranks.world))
     n_batches = math.ceil(math.ceil(len(features) / ranks.world) / batch_size)
     model.eval()
+    device = next(model.parameters()).device  # batches go where the (local) weights are
     local: list[tuple[int, Tensor]] = []
     for b in range(n_batches):
         idx = mine[b * batch_size : (b + 1) * batch_size]
         chunk = [features[i] for i in (idx or mine[:1] or [0])]
-        logits = model(task, encoder.collate(chunk, tokenizer.pad_token_id))
+        batch = encoder.collate(chunk, tokenizer.pad_token_id)
+        if device.type != "cpu":
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+                     for k, v in batch.items()}
+        logits = model(task, batch)
         for j, i in enumerate(idx):
             local.append((i, logits[j : j + 1].float().cpu()))
     model.train()

@@ -1,7 +1,18 @@
 """The training loop that every stage uses, in one process or as one rank of an FSDP2 job.
 Nothing here knows about Ray: `raysweep.run` calls it from Train workers, and tests and
 benchmarks call it in a plain process. Data parallelism is in the data (`FeatureStream`: each rank
-takes its slice of one global batch) and in FSDP2's gradient averaging."""
+takes its slice of one global batch) and in FSDP2's gradient averaging.
+
+Gradient accumulation: a stream with a `micro_batch_size` splits its rank's slice into micro
+batches; each one's forward and backward run in turn and the optimizer steps once. The loss
+being minimized is unchanged: each micro batch's mean loss is weighted by its share of the
+rank batch's loss units (`loss_units`: examples, or for token-level losses the tokens that
+carry a label), so the summed gradient is the gradient of the whole rank batch's mean. (A plain
+1/steps weighting would be exact only for per-example losses: micro batches hold different
+numbers of labelled tokens.) Two heads stay split-dependent, as they already are across ranks:
+retrieval's in-batch negatives are those of the micro batch, and span QA's softmax runs over
+each micro batch's own padding. Under FSDP2 the gradient reduce-scatter runs only after the
+last micro batch (`set_requires_gradient_sync`), gradients accumulating unsharded until then."""
 
 from __future__ import annotations
 
@@ -11,8 +22,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.distributed.fsdp import FSDPModule
 
 from raysweep.tasks.encoding import Encoder
+from raysweep.train.errors import NonFiniteLoss
 from raysweep.train.mixing import SAMPLERS
 from raysweep.train.ranks import Ranks
 from raysweep.train.stream import FeatureStream
@@ -31,7 +44,10 @@ class Optim:
 
 
 def make_optimizer(model: torch.nn.Module, o: Optim):
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+    # Frozen parameters (a LoRA base) get no optimizer state; with every parameter trainable
+    # this is `model.parameters()`, in the same order.
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay,
                             foreach=True)
     warm = max(1, int(o.warmup_frac * o.steps))
 
@@ -64,6 +80,7 @@ class Trainer:
         self.ranks = Ranks.current()
         self.pick = SAMPLERS[sampler](sizes or {t: 1 for t in encoders}, weights or {}, seed)
         self.opt, self.sched = make_optimizer(model, optim)
+        self.device = next(model.parameters()).device  # batches go where the (local) weights are
         self.step = 0
         self.tokens = 0  # all ranks, logged steps only (an all-reduce per log, not per step)
 
@@ -79,17 +96,17 @@ class Trainer:
         while self.step < stop:
             self.step += 1
             task = self.pick()
-            batch = self.encoders[task].collate(streams[task].next(), self.pad_id)
-            loss = task_loss(self.model, task, batch)
-            loss.backward()
+            loss, tokens = self._forward_backward(task, streams[task])
+            NonFiniteLoss.check(loss, task, self.step)  # before the step spoils the weights
             if self.optim.clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.clip)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.optim.clip)
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
-            loss_sum += loss.item()
+            loss_sum += loss
             n += 1
-            tokens_local += int(batch["attention_mask"].sum())
+            tokens_local += tokens
             if self.step % log_every == 0 or self.step == stop:
                 total_loss, total_tokens = self.ranks.sum([loss_sum, float(tokens_local)])
                 self.tokens += int(total_tokens)
@@ -100,6 +117,41 @@ class Trainer:
                     on_log(log)
                 loss_sum, n, tokens_local = 0.0, 0, 0
         return logs
+
+    def _forward_backward(self, task: str, stream: FeatureStream) -> tuple[float, int]:
+        """Forward and backward over this rank's share of one global batch; returns its mean
+        loss and its token count. Without micro batches this is one forward and backward."""
+        encoder = self.encoders[task]
+        batches = [encoder.collate(m, self.pad_id) for m in stream.next_micro()]
+        # Counted on the host, before the batches move: no device sync.
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        units = [loss_units(encoder.kind, b) for b in batches] if len(batches) > 1 else [1]
+        if self.device.type != "cpu":
+            batches = [{k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+                       for b in batches]
+        if len(batches) == 1:
+            loss = task_loss(self.model, task, batches[0])
+            loss.backward()
+            return loss.item(), tokens
+        total, fsdp, parts = sum(units), isinstance(self.model, FSDPModule), []
+        for i, (batch, u) in enumerate(zip(batches, units)):
+            if fsdp:  # reduce-scatter once, after the last micro batch
+                self.model.set_requires_gradient_sync(i == len(batches) - 1)
+            loss = task_loss(self.model, task, batch) * (u / total)
+            loss.backward()
+            parts.append(loss.detach())
+        return sum(x.item() for x in parts), tokens  # read after the last backward: one sync
+
+
+def loss_units(kind: str, batch: dict[str, Tensor]) -> int:
+    """How many terms a head's mean loss averages over in `batch` (see the module docstring):
+    labelled tokens for the token-level heads (tagging: first sub-tokens; causal LM: every
+    non-pad token after the first), examples for the others."""
+    if kind == "token_cls":
+        return int((batch["labels"] != -100).sum())
+    if kind == "causal_lm":
+        return int(batch["attention_mask"][:, 1:].sum())
+    return int(batch["input_ids"].shape[0])
 
 
 def train(model: torch.nn.Module, streams: dict[str, FeatureStream],

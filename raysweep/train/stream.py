@@ -15,14 +15,20 @@ class FeatureStream:
     """An endless, seeded, epoch-shuffled stream of one task's features. `next()` returns this
     rank's slice of the next global batch."""
 
-    def __init__(self, features: list[Feature], global_batch: int, seed: int, ranks: Ranks):
+    def __init__(self, features: list[Feature], global_batch: int, seed: int, ranks: Ranks,
+                 micro_batch_size: int | None = None):
         if global_batch % ranks.world:
             raise ValueError(f"global batch {global_batch} must divide by {ranks.world} workers")
+        per_rank = global_batch // ranks.world
+        if micro_batch_size is not None and (micro_batch_size <= 0 or per_rank % micro_batch_size):
+            raise ValueError(f"micro batch {micro_batch_size} must divide the per-rank batch "
+                             f"{per_rank} (global {global_batch} over {ranks.world} workers)")
         if not features:
             raise ValueError("a training stream needs at least one feature")
         self.features = features
         self.global_batch = global_batch
         self.ranks = ranks
+        self.micro_batch_size = micro_batch_size
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
 
@@ -33,3 +39,9 @@ class FeatureStream:
         per_rank = self.global_batch // self.ranks.world
         mine = batch[self.ranks.rank * per_rank : (self.ranks.rank + 1) * per_rank]
         return [self.features[i] for i in mine]
+
+    def next_micro(self) -> list[list[Feature]]:
+        """This rank's slice of the next global batch, as its micro batches (in order)."""
+        mine = self.next()
+        size = self.micro_batch_size or len(mine)
+        return [mine[i : i + size] for i in range(0, len(mine), size)]
