@@ -370,8 +370,14 @@ def test_stage_computed_on_one_node_reused_on_the_other(run):
     assert [o.split("-")[0] for o in outputs] == ["intermediate", "pretrain"]
     assert all(store.is_done(*o.split("-", 1)) for o in outputs)
     metrics = load(run["sweep_dir"], "metrics").to_pylist()
-    assert {r["trial_id"] for r in metrics if r["stage"] == "pretrain"} == \
-        {computed[0]["trial_id"]}
+    assert {r["trial_id"] for r in metrics if r["stage"] == "pretrain"
+            and r["split"] != "spend"} == {computed[0]["trial_id"]}
+    # Each trial's spend rows say which stages it computed and which it loaded.
+    reused_flag = {(r["trial_id"], r["stage"]): r["value"] for r in metrics
+                   if r["split"] == "spend" and r["metric"] == "reused"}
+    for stage in ("pretrain", "intermediate"):
+        assert reused_flag[(computed[0]["trial_id"], stage)] == 0.0
+        assert reused_flag[(reused[0]["trial_id"], stage)] == 1.0
 
 
 def _numbers(sweep_dir) -> dict[tuple, tuple]:
@@ -380,10 +386,13 @@ def _numbers(sweep_dir) -> dict[tuple, tuple]:
     hyperparameters."""
     out = {}
     for r in load(sweep_dir, "metrics").to_pylist():
-        trial = None if r["stage"] in ("pretrain", "intermediate") else \
-            (r["lr_target"], r["lr_intermediate"], r["mixture"], r["seed"])
+        if r["split"] == "spend" and r["metric"] == "reused":
+            continue  # which of two concurrent trials computed a shared stage is a race
+        trial = None if r["stage"] in ("pretrain", "intermediate") and r["split"] != "spend" \
+            else (r["lr_target"], r["lr_intermediate"], r["mixture"], r["seed"])
         key = (trial, r["stage"], r["task"], r["language"], r["split"], r["metric"], r["step"])
         assert key not in out, key
+        # (Spend rows: their tokens and FLOPs; wall seconds are the machine's.)
         out[key] = (r["value"], r["tokens"], r["flops"])
     return out
 

@@ -96,8 +96,12 @@ def test_second_trial_loads_intermediate_instead_of_training(sweep):
     assert [o.split("-")[0] for o in outputs] == ["intermediate", "pretrain"]
     assert all(store.is_done(*o.split("-", 1)) for o in outputs)
     inter = duckdb.sql(f"select distinct trial_id from read_parquet('{sweep['dir']}/metrics/*.parquet') "
-                       "where stage = 'intermediate'").fetchall()
-    assert inter == [(trials[0]["trial_id"],)]
+                       "where stage = 'intermediate' and split = 'train'").fetchall()
+    assert inter == [(trials[0]["trial_id"],)]  # only the first trial trained it
+    reused = duckdb.sql(f"select trial_id, value from read_parquet('{sweep['dir']}/metrics/*.parquet') "
+                        "where stage = 'intermediate' and split = 'spend' and metric = 'reused' "
+                        "order by trial_id").fetchall()
+    assert reused == [(trials[0]["trial_id"], 0.0), (trials[1]["trial_id"], 1.0)]
 
 
 def test_rows_survive_concurrent_reader(sweep):
