@@ -75,12 +75,14 @@ def test_unknown_space_lists_known(tmp_path):
 
 
 def test_dry_run_prints_plan_without_ray():
+    import ray
+
+    # (Another test of the session may have started the shared local Ray already.)
+    before = ray.is_initialized()
     result = runner.invoke(app, ["launch", "--space", "tiny_scaling", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "pretrain(" in result.output and "tiny-m" in result.output
-    import ray
-
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == before
 
 
 def test_another_space_cannot_reuse_a_sweep_directory(tmp_path):
@@ -88,6 +90,9 @@ def test_another_space_cannot_reuse_a_sweep_directory(tmp_path):
     and the earlier sweep's files stay as they were."""
     import json
 
+    import ray
+
+    before = ray.is_initialized()  # the session's shared Ray may be up already
     spec, _ = load_space("tiny_scaling")
     sweep_dir = tmp_path / "runs" / "tiny_scaling"
     sweep_dir.mkdir(parents=True)
@@ -98,6 +103,5 @@ def test_another_space_cannot_reuse_a_sweep_directory(tmp_path):
     assert result.exit_code == 2, result.output
     assert "holds a sweep of another space" in " ".join(result.output.split())
     assert json.loads((sweep_dir / "space.json").read_text()) == other
-    import ray
-
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == before
+    assert not (tmp_path / "runs" / "tune").exists()  # no Tuner was created
