@@ -41,6 +41,7 @@ from pathlib import Path
 
 from raysweep.model.args import LlamaArgs, tiny_args
 from raysweep.plan.stages import EvalConfig, StageConfig, TrainingConfig
+from raysweep.spec.space import LoraSpec
 
 GB = 1e9
 DTYPE_BYTES = {"fp32": 4, "bf16": 2}
@@ -239,7 +240,7 @@ def fixes(args: LlamaArgs, stage: TrainingConfig, workers: int, budget: float) -
     if stage.precision != "bf16" and fits(dataclasses.replace(stage, precision="bf16"), workers):
         out.append("precision: bf16")
     if not stage.lora:
-        lora = {"r": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+        lora = LoraSpec().model_dump(mode="json")  # the space's own LoRA defaults
         if fits(dataclasses.replace(stage, lora=lora), workers):
-            out.append("finetune: {lora: {r: 8}}")
+            out.append(f"finetune: {{lora: {{r: {lora['r']}}}}}")
     return out

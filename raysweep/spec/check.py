@@ -118,10 +118,19 @@ def check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) ->
                              f"offers {gpus}")
 
 
-def _check_knobs(spec: SweepSpec, file: Path) -> None:
-    """Micro batches divide each rank's share of the global batch; LoRA targets exist."""
+def _check_lora_targets(file: Path, path: str, lora) -> None:
+    """Every LoRA target names a linear module of a LLaMA decoder layer."""
     from raysweep.model.args import LLAMA_LINEAR_MODULES
 
+    for j, t in enumerate(lora.target_modules if lora else []):
+        if t not in LLAMA_LINEAR_MODULES:
+            raise SpaceError(file, f"{path}.lora.target_modules.{j}",
+                             f"{t!r} matches no module of a LLaMA decoder layer; allowed: "
+                             f"{', '.join(LLAMA_LINEAR_MODULES)}")
+
+
+def _check_knobs(spec: SweepSpec, file: Path) -> None:
+    """Micro batches divide each rank's share of the global batch; LoRA targets exist."""
     for stage in ("pretrain", "intermediate", "target"):
         s = getattr(spec.stages, stage)
         if s is None:
@@ -133,19 +142,10 @@ def _check_knobs(spec: SweepSpec, file: Path) -> None:
                                  f" does not divide the per-rank batch {per_rank} (batch_size "
                                  f"{s.batch_size} over {spec.workers(m)} workers of model "
                                  f"{m.name!r}); allowed: a divisor of {per_rank}")
-        lora = getattr(getattr(s, "finetune", "full"), "lora", None)
-        for j, t in enumerate(lora.target_modules if lora else []):
-            if t not in LLAMA_LINEAR_MODULES:
-                raise SpaceError(file, f"stages.{stage}.finetune.lora.target_modules.{j}",
-                                 f"{t!r} matches no module of a LLaMA decoder layer; allowed: "
-                                 f"{', '.join(LLAMA_LINEAR_MODULES)}")
+        _check_lora_targets(file, f"stages.{stage}.finetune",
+                            getattr(getattr(s, "finetune", "full"), "lora", None))
     for i, m in enumerate(spec.models):  # a size's own finetune (overrides the stages')
-        for j, t in enumerate(m.finetune.lora.target_modules if m.finetune not in (None, "full")
-                              else []):
-            if t not in LLAMA_LINEAR_MODULES:
-                raise SpaceError(file, f"models.{i}.finetune.lora.target_modules.{j}",
-                                 f"{t!r} matches no module of a LLaMA decoder layer; allowed: "
-                                 f"{', '.join(LLAMA_LINEAR_MODULES)}")
+        _check_lora_targets(file, f"models.{i}.finetune", getattr(m.finetune, "lora", None))
     r = spec.search.params.get("lora_r")
     if r is not None:
         if not any(getattr(getattr(spec.stages, k), "finetune", "full") != "full"
