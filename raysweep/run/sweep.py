@@ -23,8 +23,7 @@ from raysweep.results.best import SPACE_FILE
 from raysweep.results.tables import Location, is_uri, location, put_bytes, read_text
 from raysweep.run.store import stage_root
 from raysweep.spec import SpaceError, SweepSpec, check_resources
-from raysweep.spec.space import ParamSpec
-from raysweep.spec.space import ModelSpec
+from raysweep.spec.space import ModelSpec, ParamSpec
 
 
 def param_space(spec: SweepSpec, params: dict[str, ParamSpec] | None = None) -> dict[str, Any]:
@@ -180,6 +179,7 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
                       f"{trials_per_size(spec)} trials")
         s = spec.search
         params, first_points = ladder.before(m)  # the space's, unless the ladder narrows them
+        at_once = max_concurrent(spec, m, cpus)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, plan_base={"spec": spec.normalized, "model": m.name},
                                  storage=str(where.root), sweep_dir=str(sweep_dir),
@@ -190,9 +190,8 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
         )
         tune_config = tune.TuneConfig(
             metric="objective", mode=s.mode, num_samples=s.num_samples,
-            max_concurrent_trials=max_concurrent(spec, m, cpus),
-            search_alg=make_searcher(spec, m, where.stages, first_points,
-                                     hold=max_concurrent(spec, m, cpus)),
+            max_concurrent_trials=at_once,
+            search_alg=make_searcher(spec, m, where.stages, first_points, hold=at_once),
             scheduler=ASHAScheduler(time_attr="training_iteration",
                                     grace_period=s.scheduler.grace_period,
                                     reduction_factor=s.scheduler.reduction_factor)
