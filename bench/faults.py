@@ -6,18 +6,24 @@ round) with one fault, the kinds in turn:
 - raise:  a stage raises once (`raysweep.run.failures.inject`); Tune retries the trial;
 - lease:  a stage's LEASE file is deleted while its holder computes; the holder finds out
           (`LeaseLost`), its trial fails and is retried;
-- worker: a Ray Train worker is SIGKILLed mid-trial; Train restarts the worker group;
+- worker: the process that runs a trial's stages is SIGKILLed mid-trial (a 1-worker trial runs
+          them in the Tune trial's own process; else a Ray Train worker); Tune retries the
+          trial, or Train restarts the worker group;
 - driver: the sweep's driver is SIGKILLed after its first trial's row, then
-          `raysweep resume` finishes it.
+          `raysweep resume` finishes it;
+- midstage: a 2-worker trial's rank 1 SIGKILLs itself at pretraining step 13 (an inject file,
+          `raysweep.run.failures.kill_injected`); Train restarts the worker group, which
+          resumes from the step-10 checkpoint (`raysweep.run.resume`).
 
 The sweep: tiny-xs, 2 trials of 1 worker each (both run at once and share their pretraining),
-`faults: {trial_retries: 2, worker_restarts: 1}`. One local Ray serves every driver (each a
-`raysweep launch --address` subprocess, so the driver can be killed). A round survived when its
-sweep ends with every trial done. Rows are matched to the uninterrupted run's by trial config
-(`keyed`): lost = missing, duplicated = a key held twice, and the largest difference of a
-value (wall-clock columns and spend rows are not compared).
+`faults: {trial_retries: 2, worker_restarts: 1}`; for `midstage`, one trial of 2 workers
+checkpointing every 5 steps. One local Ray serves every driver (each a `raysweep launch
+--address` subprocess, so the driver can be killed). A round survived when its sweep ends with
+every trial done. Rows are matched to the uninterrupted run's (of the same space) by trial
+config (`keyed`): lost = missing, duplicated = a key held twice, and the largest difference of
+a value (wall-clock columns and spend rows are not compared).
 
-    python bench/faults.py --rounds 4
+    python bench/faults.py --rounds 10
 
 Last line: {"injected", "survived", "rows_lost", "rows_duplicated", "max_metric_diff"}.
 """
@@ -45,11 +51,12 @@ from raysweep.run.failures import INJECT_DIR  # noqa: E402
 from raysweep.run.store import LEASE  # noqa: E402
 from raysweep.spec import SPACES_DIR  # noqa: E402
 
-KINDS = ("raise", "lease", "worker", "driver")
+KINDS = ("raise", "lease", "worker", "driver", "midstage")
 NAME = "faults"
+KILL_AT = 13  # midstage: rank 1 dies at this pretraining step (checkpoints every 5)
 
 
-def write_space(where: Path, steps: int) -> Path:
+def write_space(where: Path, steps: int, two_workers: bool = False) -> Path:
     raw = yaml.safe_load((SPACES_DIR / "tiny_scaling.yaml").read_text())
     raw["name"] = NAME
     raw["models"] = [{"name": "tiny-xs", "tiny": "llama-tiny-xs", "pretrain_steps": 2 * steps}]
@@ -61,7 +68,13 @@ def write_space(where: Path, steps: int) -> Path:
                                "mixture": {"values": ["english"]}}
     raw["resources"] = {"workers": 1, "cpus_per_worker": 1}
     raw["faults"] = {"trial_retries": 2, "worker_restarts": 1}
-    path = where / "faults.yaml"
+    if two_workers:  # one trial (the local Ray has 2 CPUs), no intermediate stage
+        raw["search"]["params"].update(lr_target={"values": [3e-3]},
+                                       mixture={"values": ["none"]})
+        raw["stages"]["pretrain"]["log_every"] = 2
+        raw["resources"]["workers"] = 2
+        raw["faults"]["checkpoint_every"] = 5
+    path = where / ("faults-2w.yaml" if two_workers else "faults.yaml")
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -83,15 +96,17 @@ def wait_for(cond: Callable[[], object], proc: subprocess.Popen, timeout: float 
     return None
 
 
-def train_workers() -> list:
-    """This bench's Ray Train workers (descendants of this process: its local Ray)."""
+def trial_processes() -> list:
+    """The processes that run this bench's trials' stages: Ray Train workers, or Tune trial
+    actors (a 1-worker trial runs in-process); descendants of this process (its local Ray)."""
     import psutil
 
     me = os.getpid()
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and \
+            line = " ".join(p.info["cmdline"] or [])
+            if ("RayTrainWorker" in line or "ImplicitFunc" in line) and \
                     me in (q.pid for q in p.parents()):
                 found.append(p)
         except psutil.Error:
@@ -106,6 +121,9 @@ def run_round(kind: str, space: Path, storage: Path, gcs: str, log: Path) -> tup
     if kind == "raise":
         (sweep / INJECT_DIR).mkdir(parents=True)
         (sweep / INJECT_DIR / "intermediate").touch()
+    elif kind == "midstage":
+        (sweep / INJECT_DIR).mkdir(parents=True)
+        (sweep / INJECT_DIR / "kill-pretrain").write_text(f"1 {KILL_AT}")
     proc = cli(*launch, log=log)
     injected = kind == "raise"
     if kind == "lease":
@@ -115,7 +133,8 @@ def run_round(kind: str, space: Path, storage: Path, gcs: str, log: Path) -> tup
             injected = True
     elif kind == "worker":
         rows = sweep / "metrics"
-        victim = wait_for(lambda: rows.is_dir() and any(rows.iterdir()) and train_workers(), proc)
+        victim = wait_for(lambda: rows.is_dir() and any(rows.iterdir()) and trial_processes(),
+                          proc)
         if victim:
             victim[0].send_signal(signal.SIGKILL)
             injected = True
@@ -126,8 +145,8 @@ def run_round(kind: str, space: Path, storage: Path, gcs: str, log: Path) -> tup
             injected = True
             proc = cli("resume", str(sweep), "--address", gcs, log=log)
     code = proc.wait()
-    if kind == "raise":  # the file is gone once a trial took the fault
-        injected = not (sweep / INJECT_DIR / "intermediate").exists()
+    if kind in ("raise", "midstage"):  # the file is gone once a trial took the fault
+        injected = not next((sweep / INJECT_DIR).iterdir(), None)
     return injected, code == 0
 
 
@@ -172,24 +191,28 @@ def main() -> None:
 
     work = args.out or Path(tempfile.mkdtemp(prefix="raysweep-faults-"))
     work.mkdir(parents=True, exist_ok=True)
-    space, log = write_space(work, args.steps), work / "drivers.log"
+    log = work / "drivers.log"
+    kinds = args.kinds.split(",")
+    spaces = {two: write_space(work, args.steps, two) for two in {k == "midstage" for k in kinds}}
     connect(None, cpus=2, verbose=False)
     gcs = ray.get_runtime_context().gcs_address
     try:
-        base_storage = work / "uninterrupted"
-        proc = cli("launch", "--space", str(space), "--storage", str(base_storage), "--address",
-                   gcs, log=log)
-        assert proc.wait() == 0, f"the uninterrupted sweep failed; see {log}"
-        base = keyed(str(base_storage / NAME))
+        bases = {}
+        for two, space in spaces.items():
+            base_storage = work / f"uninterrupted{'-2w' if two else ''}"
+            proc = cli("launch", "--space", str(space), "--storage", str(base_storage),
+                       "--address", gcs, log=log)
+            assert proc.wait() == 0, f"the uninterrupted sweep failed; see {log}"
+            bases[two] = keyed(str(base_storage / NAME))
         injected = survived = lost = dup = 0
         worst = 0.0
         for i in range(args.rounds):
-            kinds = args.kinds.split(",")
             kind = kinds[i % len(kinds)]
             t0 = time.perf_counter()
+            space = spaces[kind == "midstage"]
             inj, ok = run_round(kind, space, work / f"round-{i:02d}-{kind}", gcs, log)
             got = keyed(str(work / f"round-{i:02d}-{kind}" / NAME))
-            rl, rd, diff = compare(base, got)
+            rl, rd, diff = compare(bases[kind == "midstage"], got)
             injected, survived = injected + inj, survived + (inj and ok)
             lost, dup, worst = lost + rl, dup + rd, max(worst, diff)
             print(f"round {i}: {kind:6s} injected={inj} survived={ok} lost={rl} dup={rd} "

@@ -13,9 +13,10 @@ Measures, with the tiny LLaMA sizes on CPU (one process, `torch.set_num_threads(
    seeds per step: with three sizes a rank correlation is +-1 by construction, so none is shown);
 2. the Spearman rank correlation between a language's distance from English and its zero-shot
    accuracy (per-language means over sizes and seeds; five languages);
-3. the effect of each English intermediate task on the mean zero-shot score (mean +- sd over
-   seeds) against no intermediate task, at one size, with Holm-corrected p-values over the
-   tasks compared;
+3. the effect of each English intermediate task, and of mixtures of two (`a+b`: 50/50), on the
+   mean zero-shot score (mean +- sd over seeds) against no intermediate task, at every size,
+   with Holm-corrected p-values over the tasks compared at that size, and whether the best
+   mixture beats the best single task;
 4. the mean zero-shot score per size.
 Then rewrites the README section between `<!-- transfer:start -->` and `<!-- transfer:end -->`.
 
@@ -52,10 +53,22 @@ CHANCE = 1 / 3
 TARGET = "syn_xnli"
 SIZES = {"llama-tiny-xs": "tiny-xs", "llama-tiny-s": "tiny-s", "llama-tiny-m": "tiny-m"}
 
-# English intermediate tasks compared in figure 3 (each alone, weight 1).
+# English intermediate tasks compared in figure 3 (each alone, weight 1; `a+b` is a 50/50
+# mixture of two tasks).
 INTERMEDIATE_TASKS = ("syn_nli_en", "syn_hypernym", "syn_antonym", "syn_script",
                       "syn_haslocation", "syn_random", "syn_lexparity", "syn_lm_en")
 QUICK_TASKS = ("syn_nli_en", "syn_random")
+MIX = "+"
+
+
+def mixture_of(name: str) -> dict:
+    """A figure-3 entry as a space mixture: one task, or `a+b` drawn equally often (uniform
+    sampler: proportional sampling would follow the tasks' sizes, and syn_mlm has a training
+    set per language)."""
+    tasks = name.split(MIX)
+    if len(tasks) == 1:
+        return {"tasks": {name: 1.0}}
+    return {"tasks": {t: 1.0 for t in tasks}, "sampler": "uniform"}
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -85,7 +98,7 @@ def bench_space(args, tasks: tuple[str, ...]) -> SweepSpec:
     raw["models"] = [{"name": SIZES.get(s, s), "tiny": s} for s in args.sizes]
     raw["stages"]["target"].update(tasks=[TARGET], eval_every=raw["stages"]["target"]["steps"])
     raw["stages"]["intermediate"].update(steps=args.inter_steps)
-    raw["mixtures"] = {NO_MIXTURE: {}, **{t: {"tasks": {t: 1.0}} for t in tasks}}
+    raw["mixtures"] = {NO_MIXTURE: {}, **{t: mixture_of(t) for t in tasks}}
     raw["search"]["params"]["mixture"] = {"values": [NO_MIXTURE, *tasks]}
     spec = SweepSpec.model_validate(raw)
     check(spec, Path("bench/transfer.py"))
@@ -97,7 +110,8 @@ def run(spec: SweepSpec, storage: Path, size: str, mixture: str, seed: int, args
     m = next(x for x in spec.models if x.tiny == size)
     plan = build_plan(spec, m, {"lr_target": args.target_lr, "lr_intermediate": args.inter_lr,
                                 "mixture": mixture, "seed": seed})
-    trial_id = f"{m.name}-{mixture}-s{seed}"
+    # the learning rates are in the id: runs with other settings may share a --storage
+    trial_id = f"{m.name}-{mixture}-s{seed}-lr{args.inter_lr:g}-{args.target_lr:g}"
     sweep_dir = storage / spec.name
     run_local(plan, storage, sweep_dir, trial_id)
     t = load(sweep_dir, "metrics")
@@ -119,7 +133,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller run; README untouched")
     ap.add_argument("--sizes", nargs="+", default=list(SIZES))
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--inter-size", default=None, help="size for figure 3 (default: largest)")
+    ap.add_argument("--inter-sizes", nargs="+", default=None,
+                    help="sizes for figure 3 (default: every size)")
     ap.add_argument("--tasks", nargs="+", default=None, help="intermediate tasks of figure 3")
     # Defaults: tiny_scaling's own settings (one home): its intermediate budget and lr, and
     # the larger of its target learning rates.
@@ -135,11 +150,14 @@ def main() -> None:
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
-    ap.add_argument("--render", default=None,
-                    help="re-render the section from a --json file of an earlier run (no runs)")
+    ap.add_argument("--render", nargs="+", default=None,
+                    help="re-render the section from --json files of earlier runs (no runs); "
+                         "several files (e.g. one process per size) are merged")
+    ap.add_argument("--skip-none", action="store_true",
+                    help="only figure 3's intermediate runs (merge with a run that has `none`)")
     args = ap.parse_args()
     if args.render:
-        raw = json.loads(Path(args.render).read_text())
+        raw = merge([json.loads(Path(f).read_text()) for f in args.render])
         w = get_world(raw["world"])
         section = render(raw, w, [c for c in w.codes if c != "en"])
         print(section)
@@ -152,11 +170,11 @@ def main() -> None:
     world = normalize_world(spec.world)
     w = get_world(world)
     seeds = list(range(2 if args.quick and args.seeds == 5 else args.seeds))
-    inter_size = args.inter_size or args.sizes[-1]
+    inter_sizes = args.inter_sizes or args.sizes
     storage = Path(args.storage or tempfile.mkdtemp(prefix="transfer-bench-"))
     t0 = time.perf_counter()
     target = spec.stages.target
-    raw: dict = {"world": world, "sizes": {}, "mixtures": {}, "settings": {
+    raw: dict = {"world": world, "sizes": {}, "inter": {}, "settings": {
         "target": {"steps": target.steps, "lr": args.target_lr},
         "intermediate": {"steps": args.inter_steps, "lr": args.inter_lr},
         "batch_size": target.batch_size, "max_length": target.max_length, "seeds": seeds}}
@@ -166,34 +184,65 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {size} {mixture} seed {seed}: en "
               f"{r['scores']['en']:.3f} zero-shot {z:.3f}", flush=True)
 
-    for size in args.sizes:  # figures 1, 2, 4: pretrain -> target, per size and seed
+    def save():  # after every run, so that a run cut short still leaves its numbers
+        raw["wall_s"] = time.perf_counter() - t0
+        raw["args"] = {"quick": args.quick, "threads": args.threads, "argv": sys.argv[1:]}
+        raw["mixture_order"] = [NO_MIXTURE, *tasks]
+        if args.json:
+            Path(args.json).write_text(json.dumps(raw, indent=1))
+
+    for size in [] if args.skip_none else args.sizes:  # figures 1, 2, 4: pretrain -> target
         runs = []
         for seed in seeds:
             runs.append(run(spec, storage, size, NO_MIXTURE, seed, args))
             log(size, NO_MIXTURE, seed, runs[-1])
+            save()
         raw["sizes"][size] = {"n_params": runs[0]["n_params"],
                               "pretrain_steps": runs[0]["pretrain_steps"],
                               "pretrain_s": runs[0]["wall_s"].get("pretrain", 0.0),
                               "runs": [r["scores"] for r in runs]}
-    raw["mixtures"][NO_MIXTURE] = raw["sizes"][inter_size]["runs"]
-    for task in tasks:  # figure 3: English intermediate tasks at one size
-        raw["mixtures"][task] = []
-        for seed in seeds:
-            r = run(spec, storage, inter_size, task, seed, args)
-            raw["mixtures"][task].append(r["scores"])
-            log(inter_size, task, seed, r)
-    raw["wall_s"] = time.perf_counter() - t0
-    raw["args"] = {"quick": args.quick, "threads": args.threads, "argv": sys.argv[1:]}
-    raw["inter_size"], raw["mixture_order"] = inter_size, [NO_MIXTURE, *tasks]
+    for size in inter_sizes:  # figure 3: English intermediate tasks at each size
+        mixes = raw["inter"].setdefault(size, {} if args.skip_none else
+                                        {NO_MIXTURE: raw["sizes"][size]["runs"]})
+        for task in tasks:
+            mixes[task] = []
+            for seed in seeds:
+                r = run(spec, storage, size, task, seed, args)
+                mixes[task].append(r["scores"])
+                log(size, task, seed, r)
+                save()
+    save()
+    if args.skip_none:
+        return
 
     section = render(raw, w, [c for c in w.codes if c != "en"])
     print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=1))
     if not args.quick and not args.no_readme:
         write_readme(Path(args.readme), section)
         print(f"README section rewritten: {args.readme}")
     print(json.dumps(summary(raw, [c for c in w.codes if c != "en"])))
+
+
+def merge(raws: list[dict]) -> dict:
+    """Results of several processes run side by side (same world and settings) as one: sizes
+    and figure-3 entries are taken from whichever file has them; wall time is the longest."""
+    out = {**raws[0], "sizes": {}, "inter": {}, "mixture_order": []}
+    for raw in raws:
+        assert raw["world"] == out["world"] and raw["settings"] == out["settings"], \
+            "merged runs must share the world and the settings"
+        for size, d in raw["sizes"].items():
+            out["sizes"][size] = d
+            out["inter"].setdefault(size, {})[NO_MIXTURE] = d["runs"]
+        for size, mixes in inter_runs(raw).items():
+            out["inter"].setdefault(size, {}).update(
+                {k: v for k, v in mixes.items() if k != NO_MIXTURE})
+        out["mixture_order"] += [m for m in raw["mixture_order"]
+                                 if m not in out["mixture_order"]]
+    out["wall_s"] = max(r["wall_s"] for r in raws)
+    if len(raws) > 1:
+        out["args"] = {**raws[0]["args"], "argv": raws[0]["args"]["argv"],
+                       "processes": [r["args"]["argv"] for r in raws]}
+    return out
 
 
 def zs(scores: dict[str, float], others: list[str]) -> float:
@@ -212,12 +261,17 @@ def step_tests(raw, others) -> list[tuple[str, str, float, float]]:
     return out
 
 
-def intermediate_tests(raw, others) -> dict[str, dict[str, float]]:
-    """Per intermediate task: mean and sd of zero-shot, difference to none, Welch p and its
-    Holm-adjusted value over all the tasks compared."""
-    base = [zs(r, others) for r in raw["mixtures"][NO_MIXTURE]]
+def inter_runs(raw) -> dict[str, dict[str, list]]:
+    """Figure 3's runs per size (older result files held one size under `mixtures`)."""
+    return raw["inter"] if "inter" in raw else {raw["inter_size"]: raw["mixtures"]}
+
+
+def intermediate_tests(mixtures, others) -> dict[str, dict[str, float]]:
+    """Per intermediate task (of one size): mean and sd of zero-shot, difference to none, Welch
+    p and its Holm-adjusted value over all the tasks compared."""
+    base = [zs(r, others) for r in mixtures[NO_MIXTURE]]
     out = {}
-    for name, runs in raw["mixtures"].items():
+    for name, runs in mixtures.items():
         if name == NO_MIXTURE or not runs:
             continue
         z = [zs(r, others) for r in runs]
@@ -229,23 +283,37 @@ def intermediate_tests(raw, others) -> dict[str, dict[str, float]]:
     return out
 
 
+def best_single_vs_mixture(tests) -> dict:
+    """The best single task and the best mixture (by mean zero-shot), where both were run."""
+    singles = {n: t["mean"] for n, t in tests.items() if MIX not in n}
+    mixes = {n: t["mean"] for n, t in tests.items() if MIX in n}
+    if not singles or not mixes:
+        return {}
+    bs, bm = max(singles, key=singles.get), max(mixes, key=mixes.get)
+    return {"best_single": bs, "best_mixture": bm,
+            "mixture_minus_single": mixes[bm] - singles[bs]}
+
+
 def summary(raw, others) -> dict:
     """The bench's figures as one JSON object (its last printed line)."""
     sizes = {s: statistics.fmean(zs(r, others) for r in d["runs"])
              for s, d in raw["sizes"].items()}
-    tests = intermediate_tests(raw, others)
+    inter = {}
+    for size, mixtures in inter_runs(raw).items():
+        tests = intermediate_tests(mixtures, others)
+        inter[size] = {n: {k: t[k] for k in ("delta", "p", "p_holm")} for n, t in tests.items()}
+        inter[size].update(best_single_vs_mixture(tests))
     return {"zero_shot_by_size": sizes, "chance": CHANCE,
             "size_steps": [{"from": a, "to": b, "delta": d, "p": p}
                            for a, b, d, p in step_tests(raw, others)],
-            "intermediate": {n: {k: t[k] for k in ("delta", "p", "p_holm")}
-                             for n, t in tests.items()},
+            "intermediate": inter,
             "seeds": len(raw["settings"]["seeds"]), "wall_s": raw["wall_s"]}
 
 
-def render(raw, w, others) -> str:
-    args, inter_size = raw["args"], raw["inter_size"]
-    shown, skip = [], False  # the command without where its outputs went
-    for a in args["argv"]:
+def command(argv: list[str]) -> str:
+    """The command line without where its outputs went."""
+    shown, skip = [], False
+    for a in argv:
         if skip or a == "--no-readme":
             skip = False
             continue
@@ -253,7 +321,14 @@ def render(raw, w, others) -> str:
             skip = True
             continue
         shown.append(a)
-    cmd = "python " + " ".join(["bench/transfer.py", *shown])
+    return "python " + " ".join(["bench/transfer.py", *shown])
+
+
+def render(raw, w, others) -> str:
+    args = raw["args"]
+    cmd = "` and `".join(command(argv) for argv in args.get("processes", [args["argv"]]))
+    if "processes" in args:
+        cmd += f"` (side by side, merged with `--render`"
     st = raw["settings"]
     inter, tgt = st["intermediate"], st["target"]
     lines = [
@@ -265,7 +340,7 @@ def render(raw, w, others) -> str:
         f"(`run_local`). Target: `{TARGET}` (3 classes, chance 33.3%), fine-tuned on English, "
         f"evaluated zero-shot on test in {', '.join(others)}. Pretrain: `syn_corpus`; target "
         f"{tgt['steps']} steps at lr {tgt['lr']}; intermediate {inter['steps']} steps at lr "
-        f"{inter['lr']}; batch {st['batch_size']}, max_length {st['max_length']}. Accuracies "
+        f"{inter['lr']}; batch {st.get('batch_size', 32)}, max_length {st.get('max_length', 48)}. Accuracies "
         "in %, mean ± sd over seeds.",
         "",
         "**1 and 4. Zero-shot accuracy by model size** (mean over non-English languages)",
@@ -301,26 +376,38 @@ def render(raw, w, others) -> str:
                      f"{100 * per_lang_l[c]:.1f} |")
     lines += ["", f"Spearman ρ(distance, zero-shot) over the {len(others)} languages = "
                   f"**{rho:.2f}** (all sizes), {rho_l:.2f} ({largest})."]
-    base = [zs(r, others) for r in raw["mixtures"][NO_MIXTURE]]
-    en_base = mean_sd([r["en"] for r in raw["mixtures"][NO_MIXTURE]])
-    tests = intermediate_tests(raw, others)
-    lines += ["", f"**3. English intermediate tasks** ({inter_size}; intermediate "
-                  f"{inter['steps']} steps at lr {inter['lr']}, then target)", "",
-              "| intermediate | English | zero-shot | Δ vs none | Welch p | Holm p | verdict |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-              f"| {NO_MIXTURE} | {fmt(*en_base)} | {fmt(*mean_sd(base))} | +0.0 | — | — | — |"]
-    for name in raw["mixture_order"]:
+    lines += ["", f"**3. English intermediate tasks** (intermediate {inter['steps']} steps at lr "
+                  f"{inter['lr']}, then target; `a+b`: a 50/50 mixture)"]
+    for size, mixtures in inter_runs(raw).items():
+        lines += figure3(size, mixtures, raw["mixture_order"], others)
+    lines += ["", f"Welch's t-test over seeds against `{NO_MIXTURE}`; Holm's correction over the "
+                  "tasks compared at each size; a verdict needs Holm p < 0.05."]
+    return "\n".join(lines)
+
+
+def figure3(size, mixtures, order, others) -> list[str]:
+    base = [zs(r, others) for r in mixtures[NO_MIXTURE]]
+    en_base = mean_sd([r["en"] for r in mixtures[NO_MIXTURE]])
+    tests = intermediate_tests(mixtures, others)
+    lines = ["", f"{size}:", "",
+             "| intermediate | English | zero-shot | Δ vs none | Welch p | Holm p | verdict |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+             f"| {NO_MIXTURE} | {fmt(*en_base)} | {fmt(*mean_sd(base))} | +0.0 | — | — | — |"]
+    for name in order:
         if name not in tests:
             continue
         t = tests[name]
-        en = mean_sd([r["en"] for r in raw["mixtures"][name]])
+        en = mean_sd([r["en"] for r in mixtures[name]])
         verdict = ("**helps**" if t["delta"] > 0 else "**hurts**") if t["p_holm"] < 0.05 \
             else "no effect shown"
         lines.append(f"| {name} | {fmt(*en)} | {fmt(t['mean'], t['sd'])} | "
                      f"{100 * t['delta']:+.1f} | {t['p']:.3g} | {t['p_holm']:.3g} | {verdict} |")
-    lines += ["", f"Welch's t-test over seeds against `{NO_MIXTURE}`; Holm's correction over the "
-                  f"{len(tests)} tasks compared; a verdict needs Holm p < 0.05."]
-    return "\n".join(lines)
+    best = best_single_vs_mixture(tests)
+    if best:
+        lines += ["", f"Best single task `{best['best_single']}`, best mixture "
+                      f"`{best['best_mixture']}`: mixture − single = "
+                      f"{100 * best['mixture_minus_single']:+.1f} points."]
+    return lines
 
 
 def write_readme(path: Path, section: str) -> None:

@@ -49,8 +49,10 @@ BAD = {
     "non-positive lr": (lambda r: r["search"]["params"].update(lr_target={"values": [1e-3, 0]}),
                         "search.params.lr_target.values.1", "positive"),
     # The cluster's size is stated, so the case fails the same way on any machine.
-    "too many workers": (lambda r: r["resources"].update(workers=4, cluster_cpus=2),
-                         "resources.workers", "cluster offers 2"),
+    # (tiny_scaling sets workers per model, so the size's own key is the one named)
+    "too many workers": (lambda r: (r["resources"].update(cluster_cpus=2),
+                                    r["models"][1].update(workers=4)),
+                         "models.1.workers", "cluster offers 2"),
     "unknown mixture": (lambda r: r["search"]["params"].update(mixture={"values": ["none", "x"]}),
                         "search.params.mixture.values.1", "unknown mixture"),
 }
@@ -105,3 +107,44 @@ def test_another_space_cannot_reuse_a_sweep_directory(tmp_path):
     assert json.loads((sweep_dir / "space.json").read_text()) == other
     assert ray.is_initialized() == before
     assert not (tmp_path / "runs" / "tune").exists()  # no Tuner was created
+
+
+def test_a_sweep_written_before_a_setting_existed_is_the_same_space():
+    """A space.json without a field added since (here `faults`) is the same space with that
+    field's default, so a relaunch after an upgrade resumes it; another value is another space."""
+    import json
+
+    from raysweep.run.sweep import same_space
+
+    spec, _ = load_space("tiny_scaling")
+    older = {k: v for k, v in spec.normalized.items() if k != "faults"}
+    assert same_space(json.dumps(older), spec)
+    changed = {**spec.normalized, "faults": {**spec.normalized["faults"], "trial_retries": 7}}
+    assert not same_space(json.dumps(changed), spec)
+    assert not same_space("{not json", spec)
+    assert not same_space(json.dumps({**older, "no_such_setting": 1}), spec)
+
+
+def test_tiny_scaling_shows_both_ways_a_trial_runs():
+    """The embedded default keeps one size on 2 FSDP2 ranks in a Train job (the GPU path), two
+    such trials at once at half a CPU per rank; its larger sizes run 1-worker trials in their own
+    Tune trial processes, holding the CPU themselves, two at once on 2 cores. A 1-worker trial's
+    worker restarts are trial retries."""
+    from raysweep.run.sweep import max_concurrent, trial_resources, trial_retries
+    from raysweep.run.trial import in_process
+    from raysweep.plan.build import build_plan
+    from raysweep.spec.space import threads_for
+
+    spec, _ = load_space("tiny_scaling")
+    xs, s, m = (spec.model(n) for n in ("tiny-xs", "tiny-s", "tiny-m"))
+    assert (spec.workers(xs), spec.cpus_per_worker(xs)) == (2, 0.5)
+    assert max_concurrent(spec, xs, 2) == 2 and max_concurrent(spec, s, 2) == 2
+    assert trial_resources(spec, xs) == {"cpu": 0, "memory": 64 * 2**20}
+    assert trial_resources(spec, m) == {"cpu": 1, "gpu": 0}
+    params = {"lr_target": 1e-3, "lr_intermediate": 2e-3, "mixture": "none", "seed": 0}
+    assert not in_process(build_plan(spec, xs, params)) and in_process(build_plan(spec, m, params))
+    assert threads_for(0.5) == 1 and threads_for(2) == 2 and threads_for(2.5) == 2
+    raw = {**spec.normalized, "faults": {**spec.normalized["faults"], "trial_retries": 1,
+                                         "worker_restarts": 2}}
+    spec2 = type(spec).model_validate(raw)
+    assert trial_retries(spec2, m) == 3 and trial_retries(spec2, xs) == 1

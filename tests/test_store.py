@@ -179,9 +179,13 @@ def test_paused_holder_loses_its_lease_and_leaves_the_new_one(tmp_path):
     assert h.exitcode != 0  # LeaseLost
     assert json.loads(lease.read_text())["pid"] == w.pid  # H left W's lease alone
     assert not (lease.parent / STATUS).exists()
+    # Fencing: H wrote its output before it found out, into its private directory only.
+    assert not (lease.parent / "weights.bin").exists()
     (tmp_path / "go-w").touch()
     w.join(60)
     assert w.exitcode == 0
+    assert (lease.parent / "weights.bin").stat().st_size == 1000  # W's, committed
+    assert not list(root.glob(".pretrain-k1.*"))  # no private directory left behind
     assert json.loads((lease.parent / STATUS).read_text())["holder"].startswith(
         f"{os.uname().nodename}-{w.pid}-")
 
@@ -218,3 +222,49 @@ def test_live_lease_is_waited_for(tmp_path):
     with pytest.raises(TimeoutError):
         with store.claim("pretrain", "k4", wait_s=0.05, timeout_s=0.3):
             pass
+
+
+def _waiting_rank(rank: int, root: str, port: int, out: str) -> None:
+    """One of 2 gloo ranks (collective timeout 3 s) claiming a key another trial holds."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from raysweep.run.stages import claim_together
+    from raysweep.train.ranks import Ranks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=3))
+    try:
+        with claim_together(Ranks.current(), StageStore(Path(root)), "pretrain", "kw") as todo:
+            Path(out, f"rank{rank}").write_text(repr(todo))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned gloo processes
+def test_ranks_waiting_on_a_lease_outlast_the_collective_timeout(tmp_path):
+    """Rank 0 waits 8 s on another trial's live lease while rank 1 waits in a broadcast whose
+    timeout is 3 s: rank 0's "still waiting" at each poll keeps it alive. When the other trial
+    marks the key done, both ranks get None (load it)."""
+    from raysweep.run.store import _host, _write_json_atomic
+
+    from test_multinode import free_port
+
+    root = tmp_path / "stages"
+    out = StageStore(root).path("pretrain", "kw")
+    out.mkdir(parents=True)
+    (out / LEASE).write_text(json.dumps({"token": "other", "host": _host(), "pid": os.getpid()}))
+    ctx, port = mp.get_context("spawn"), free_port()
+    procs = [ctx.Process(target=_waiting_rank, args=(r, str(root), port, str(tmp_path)))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(8)
+    os.utime(out / LEASE)  # (the other trial's heartbeat)
+    _write_json_atomic(out / STATUS, {"status": "done"})
+    (out / LEASE).unlink()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["None", "None"]

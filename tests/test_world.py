@@ -284,7 +284,8 @@ BALANCE = {**SMALL, "train_size": 121, "dev_size": 31, "test_size": 29}
 
 
 @pytest.mark.parametrize("name", ["syn_xnli", "syn_nli_en", "syn_hypernym", "syn_random",
-                                  "syn_lexparity", "syn_xcopa", "syn_script", "syn_antonym"])
+                                  "syn_lexparity", "syn_xcopa", "syn_script", "syn_antonym",
+                                  "syn_classmatch", "syn_echo"])
 def test_label_balanced(name):
     """Labels are assigned round-robin before shuffling: a split of n examples over k labels
     has exactly n // k of each, plus one for the first n % k labels (sizes chosen so that the
@@ -326,6 +327,13 @@ def test_labels_mean_what_the_task_says():
                 assert hk != k and hv in (pv, w.antonym[pv]), ex
             seen[ex.label] += 1
         assert set(seen) == {0, 1, 2}
+    for ex, prem, hyp in pairs("syn_classmatch"):  # class relation alone, verb kept
+        assert w.lexicon[hyp[0]].pos == "cls" and hyp[1] == _verb(w, prem), ex
+        assert (w.lexicon[hyp[0]].cls == _subject_class(w, prem)) == bool(ex.label), ex
+    for ex, prem, hyp in pairs("syn_echo"):  # the probe recurs; a 'no' probe keeps its POS
+        assert w.lexicon[hyp[0]].pos == "cls" and len(hyp) == 3, ex
+        assert (hyp[1] in prem) == bool(ex.label), ex
+        assert w.lexicon[hyp[1]].pos in ("noun", "adj", "verb"), ex
     for ex, a, _ in pairs("syn_hypernym"):
         assert _subject_class(w, a) == ex.label, ex
     for ex, a, _ in pairs("syn_haslocation"):
@@ -378,6 +386,9 @@ def test_intermediate_disjoint_from_its_target():
     xnli, nli = texts("syn_xnli"), texts("syn_nli_en")
     assert len(xnli) == 120 + 30 + 30 and len(nli) == 120 + 30
     assert not xnli & nli
+    for name in ("syn_classmatch", "syn_echo"):  # their pairs could repeat xnli's
+        other = texts(name)
+        assert len(other) == 120 + 30 and not xnli & other, name
 
 
 def test_tokenizer_ids_and_round_trip():

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
 )
 from transformers import LlamaConfig, LlamaModel
 
@@ -58,9 +60,10 @@ def save_stage(path: Path, model: nn.Module, meta: dict[str, Any],
     the model's config and every saved tensor's shape). `adapters_only` (LoRA): the frozen base
     is left out (`ignore_frozen_params`); `meta` should then name the base ("lora", "base").
 
-    Atomic with the stage store: the store marks the output done after this returns on rank 0,
-    and DCP's rank 0 writes `dcp/.metadata` only once every rank's shard is written; a writer
-    that crashes leaves no done marker, and the next writer starts from an empty `dcp/`."""
+    Atomic with the stage store: `path` is the holder's private directory, which the store
+    moves into the output directory and marks done only after this returns on rank 0 (and DCP's
+    rank 0 writes `dcp/.metadata` only once every rank's shard is written); a writer that
+    crashes or loses its lease leaves nothing in the output directory (`raysweep.run.store`)."""
     path = Path(path)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     if rank0:  # shards of a crashed earlier writer (maybe another world size) must not linger
@@ -79,6 +82,25 @@ def save_stage(path: Path, model: nn.Module, meta: dict[str, Any],
         (path / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
     if dist.is_initialized():
         dist.barrier()
+
+
+def save_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """A mid-stage checkpoint's tensors: the model's and the optimizer's state, sharded with DCP
+    (a collective: every rank calls). `path` may be a directory of this rank's own (a Train
+    worker's local checkpoint dir): each rank writes only its `__<rank>_0.distcp` there, rank 0
+    also `.metadata`; Ray Train merges the ranks' directories into one."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=Path(path))
+
+
+def load_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Read `save_training`'s tensors back into a model and optimizer built as they were (a
+    collective; DCP reshards, so the world size may differ)."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=Path(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])
 
 
 def save_hf(path: Path, backbone_state: dict[str, Tensor], heads_state: dict[str, Tensor],

@@ -30,11 +30,14 @@ class TrialPlan:
     mixture_kind: str
     stages: tuple[StageConfig, ...]
     workers: int
-    cpus_per_worker: int
+    cpus_per_worker: int | float  # a fraction shares a core (raysweep.spec.space.CpuShare)
     gpus_per_worker: int
     world: dict[str, Any]
     data_dir: str | None
     model_spec: dict[str, Any]
+    # faults.checkpoint_every: steps between mid-stage checkpoints (raysweep.run.resume), 0 for
+    # none. How a stage survives a restart, not what it computes: in no stage key.
+    checkpoint_every: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, for the Train workers (typed again by `from_dict`)."""
@@ -149,7 +152,7 @@ def build_plan(spec: SweepSpec, m: ModelSpec, params: dict[str, Any]) -> TrialPl
         params=dict(params), mixture_kind=spec.mixture_kind(mixture), stages=tuple(stages),
         workers=spec.workers(m), cpus_per_worker=spec.cpus_per_worker(m),
         gpus_per_worker=spec.gpus_per_worker(m), world=world, data_dir=spec.data_dir,
-        model_spec=m.model_dump(mode="json"),
+        model_spec=m.model_dump(mode="json"), checkpoint_every=spec.faults.checkpoint_every,
     )
 
 

@@ -36,8 +36,8 @@ def print_plan(spec: SweepSpec, console: Console) -> None:
         points = [dict(zip(cats, combo)) for combo in itertools.product(*cats.values())]
     for m in sorted(spec.models, key=lambda m: n_params(spec, m)):
         gpus = spec.workers(m) * spec.gpus_per_worker(m)
-        table = Table(title=f"{m.name}: {n_params(spec, m):,} params, {spec.workers(m)} workers "
-                      f"x {spec.cpus_per_worker(m)} CPU" + (f" x 1 GPU = {gpus} GPUs per trial"
+        table = Table(title=f"{m.name}: {n_params(spec, m):,} params, {spec.workers(m)} worker{'s' if spec.workers(m) != 1 else ''} "
+                      f"x {spec.cpus_per_worker(m):g} CPU" + (f" x 1 GPU = {gpus} GPUs per trial"
                                                              if gpus else ""))
         for col in ("trial", "hyperparameters", "stages (store key)"):
             table.add_column(col)

@@ -11,6 +11,7 @@ it; `raysweep.run.record` writes it into the trials row.
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -82,6 +83,28 @@ def inject(runner: "TrialRunner", kind: str) -> None:
     raise InjectedFault(f"fault injected into stage {kind}")
 
 
+def kill_injected(runner: "TrialRunner", kind: str, step: int) -> None:
+    """bench/faults.py's and tests' dead worker: a file `<sweep dir>/inject/kill-<kind>` that
+    holds "<rank> <step>" makes that rank SIGKILL its own process at that step of the next
+    `kind` stage that trains, once (the rank removes the file first: after the restart the
+    stage runs on). Nothing happens where no such file exists (a stat per step)."""
+    if is_uri(str(runner.sweep_dir)):
+        return
+    path = os.path.join(str(runner.sweep_dir), INJECT_DIR, f"kill-{kind}")
+    try:
+        with open(path) as f:
+            rank, at = (int(x) for x in f.read().split())
+    except (FileNotFoundError, ValueError):
+        return
+    if (rank, at) != (runner.ranks.rank, step):
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def stage_failures(runner: "TrialRunner", stage: "StageConfig") -> Iterator[None]:
     """Run one stage of a trial; a failure leaves as a `TrialFailure` naming it."""
@@ -106,7 +129,9 @@ def last_step(runner: "TrialRunner", kind: str) -> int | None:
 def failure_of(exc: BaseException) -> TrialFailure:
     """The trial's failure in what Train raised: rank 0's `TrialFailure` where there is one
     (it keeps the rows, so it knows the step), else any rank's, else the error itself (a
-    worker that died, a Train controller error)."""
+    worker that died, a Train controller error). A trial run in-process raises its own."""
+    if isinstance(exc, TrialFailure):
+        return exc
     found = getattr(exc, "worker_failures", None) or {}
     ranked = [found[r] for r in sorted(found)]
     for e in ranked:

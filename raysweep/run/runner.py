@@ -4,7 +4,9 @@ process (`run_local`, for tests and benchmarks): the same code either way.
 All of a trial's stages run in ONE Train job, because starting a Train job costs far more than a
 stage of a tiny model (see the README's performance section). `TrialRunner` is the trial's
 context (ranks, stage store, tokenizer, data, spend so far, metrics writer); what each stage kind
-does is in `raysweep.run.stages`. Every number lands in the metrics table from rank 0.
+does is in `raysweep.run.stages`. Every number lands in the metrics table from rank 0. Every
+training stage checkpoints every `checkpoint_every` steps, and a restarted trial resumes from
+the latest checkpoint inside its stage (`raysweep.run.resume`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from raysweep.plan.stages import TrainingConfig
 from raysweep.results.tables import DONE, MetricsWriter, attempts, write_trial
 from raysweep.results.rows import trial_row
 from raysweep.run.failures import stage_failures
+from raysweep.run.resume import Checkpoints
 from raysweep.run.stages import STAGES, _mean
 from raysweep.run.store import StageStore, stage_root
 from raysweep.spec import WARMUP_FRAC
@@ -36,7 +39,10 @@ from raysweep.train.evaluate import evaluate
 from raysweep.train.loop import Optim, StepLog
 from raysweep.train.ranks import Ranks
 
-Report = Callable[[dict[str, Any]], None]
+# report(metrics, checkpoint=None): a Tune report; `checkpoint`, a local directory to keep as the
+# trial's latest checkpoint (raysweep.run.resume). latest_checkpoint(): that directory, or None.
+Report = Callable[..., None]
+Latest = Callable[[], Path | None]
 
 
 def tokenizer_for(plan: TrialPlan):
@@ -68,16 +74,19 @@ class Progress:
 
 class TrialRunner:
     """`storage`: the sweep's --storage (a path or URI); `stages`: its --stages, where the stage
-    store lives (default `<storage>/stages`); `sweep_dir`: the result tables (a path or URI)."""
+    store lives (default `<storage>/stages`); `sweep_dir`: the result tables (a path or URI).
+    `report(metrics, checkpoint=None)` and `latest_checkpoint()` are the trial's link to Ray
+    (`ray_io`), whoever runs it: a Train worker or the Tune trial's own process. Nothing else here
+    calls Ray."""
 
     def __init__(self, plan: TrialPlan, storage: str | Path, sweep_dir: str | Path,
                  trial_id: str, report: Report | None = None, node_id: str | None = None,
-                 stages: str | Path | None = None):
+                 stages: str | Path | None = None, latest_checkpoint: Latest | None = None):
         self.plan, self.sweep_dir, self.trial_id = plan, sweep_dir, trial_id
         self.store = StageStore(stage_root(storage, stages))
         self.ranks = Ranks.current()
         self.mesh = device_mesh()
-        self.report = report or (lambda metrics: None)
+        self.report = report or (lambda metrics, checkpoint=None: None)
         self.tokenizer = tokenizer_for(plan)
         self.ctx = DataContext(data_dir=Path(plan.data_dir) if plan.data_dir else None,
                                world=plan.world, seed=plan.seed)
@@ -87,17 +96,23 @@ class TrialRunner:
                                     attempt=max(1, attempts(sweep_dir, trial_id)))
         self.node_id = node_id
         self.config = None
+        self.checkpoints = Checkpoints(self, plan.checkpoint_every, latest_checkpoint)
+        self.stage_index, self.stage_spend0 = 0, (0, 0.0)  # the stage running, its start spend
 
     def run(self) -> dict[str, Any]:
         """Every stage of the plan in order; returns (and reports) the trial's summary."""
         start = time.perf_counter()
-        for stage in self.plan.stages:
+        first, resumed_spend0 = self.checkpoints.resume_trial()  # (0, None) without a checkpoint
+        for i, stage in enumerate(self.plan.stages[first:], first):
             begun, spent = time.perf_counter(), (self.progress.tokens, self.progress.flops)
+            if i == first and resumed_spend0 is not None:
+                spent = resumed_spend0  # (its wall time counts from the restart)
+            self.stage_index, self.stage_spend0 = i, spent
             with stage_failures(self, stage):  # reason, stage, step (raysweep.run.failures)
                 STAGES[stage.kind](self, stage)
             self.record_spend(stage, time.perf_counter() - begun, *spent)
         # (Not "done": Tune reserves that key and would end the trial before it is recorded.)
-        summary = {"objective": _mean(self.progress.dev.values()),
+        summary = {"objective": self.objective(),
                    "zero_shot": _mean(self.progress.zero_shot.values()), "final": True,
                    "reused": ",".join(self.progress.reused), "node_id": self.node_id,
                    "wall_s": time.perf_counter() - start}
@@ -180,8 +195,15 @@ class TrialRunner:
         fpt = LlamaArgs.from_hf_config(self.config).flops_per_token(stage.max_length)
         return tokens0 + new, flops0 + new * fpt
 
-    def train_rows(self, stage: str, task: str, c: TrainingConfig):
-        tokens0, flops0 = self.progress.tokens, self.progress.flops
+    def objective(self) -> float | None:
+        """What Tune selects on: the mean English dev score over the target tasks so far."""
+        return _mean(self.progress.dev.values())
+
+    def train_rows(self, stage: str, task: str, c: TrainingConfig,
+                   spend0: tuple[int, float] | None = None):
+        """`on_log` for a training run: one loss row per log, its tokens and flops counted
+        from `spend0` (default: the spend so far), the spend when the stage or task began."""
+        tokens0, flops0 = spend0 or (self.progress.tokens, self.progress.flops)
         fpt = (LlamaArgs.from_hf_config(self.config).flops_per_token(c.max_length)
                if self.config else 0.0)
 
@@ -228,10 +250,38 @@ def train_worker(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(int(config["threads"]))
     plan = TrialPlan.from_dict(config["plan"])
+    report, latest = ray_io(ray.train)
     TrialRunner(plan, config["storage"], config["sweep_dir"], config["trial_id"],
-                report=lambda metrics: ray.train.report(metrics),
-                node_id=ray.get_runtime_context().get_node_id(),
-                stages=config.get("stages")).run()
+                report=report, node_id=ray.get_runtime_context().get_node_id(),
+                stages=config.get("stages"), latest_checkpoint=latest).run()
+
+
+def ray_io(api) -> tuple[Report, Latest]:
+    """`TrialRunner`'s `report` and `latest_checkpoint` over `ray.train` (in a Train worker) or
+    `ray.tune` (a trial run in the Tune trial's own process). A checkpoint directory's name is
+    its name in the run's storage (deterministic: `raysweep.run.resume.checkpoint_name`)."""
+    import ray.tune
+
+    def report(metrics: dict[str, Any], checkpoint: Path | None = None) -> None:
+        if checkpoint is None:
+            api.report(metrics)
+        elif api is ray.tune:  # (Tune names checkpoint directories itself)
+            api.report(metrics, checkpoint=api.Checkpoint.from_directory(str(checkpoint)))
+        else:
+            api.report(metrics, checkpoint=api.Checkpoint.from_directory(str(checkpoint)),
+                       checkpoint_dir_name=Path(checkpoint).name)
+
+    def latest() -> Path | None:
+        got = api.get_checkpoint()
+        if got is None:
+            return None
+        import pyarrow.fs
+
+        if isinstance(got.filesystem, pyarrow.fs.LocalFileSystem):
+            return Path(got.path)  # read in place
+        return Path(got.to_directory())  # a URI storage: a local copy
+
+    return report, latest
 
 
 def run_local(plan: TrialPlan, storage: str | Path, sweep_dir: str | Path,

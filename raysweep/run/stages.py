@@ -15,32 +15,48 @@ metrics writer, spend so far) and the stage's typed config.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from raysweep.model.task_model import TaskModel
 from raysweep.plan.stages import EvalConfig, StageConfig, TargetConfig, TrainingConfig
+from raysweep.run.store import StageStore
 from raysweep.tasks import Split, get_task
 from raysweep.tasks.encoding import encoder_for
 from raysweep.tasks.metrics import xtreme_r_aggregate
 from raysweep.tasks.retrieval import fine_tuned
-from raysweep.train.loop import Trainer, train
+from raysweep.train.loop import Trainer
+from raysweep.train.ranks import Ranks
 from raysweep.train.stream import FeatureStream
 
 if TYPE_CHECKING:
     from raysweep.run.runner import TrialRunner
 
 
+WAITING = "waiting"  # rank 0 to the others: another trial still holds the key's lease
+
+
+@contextmanager
+def claim_together(ranks: Ranks, store: StageStore, kind: str, key: str) -> Iterator[str | None]:
+    """The store's claim, made by rank 0 for every rank: all get the same answer, the (private)
+    directory to write in (every rank writes its own shard) or None. While rank 0 waits on
+    another trial's lease (hours, maybe), it says so to the others at each poll: they wait in
+    a broadcast, and a collective's timeout (Train's default: 30 min) must not run out."""
+    if ranks.rank == 0:
+        keep_alive = (lambda: ranks.broadcast(WAITING)) if ranks.world > 1 else None
+        with store.claim(kind, key, on_wait=keep_alive) as todo:
+            yield ranks.broadcast(None if todo is None else str(todo))
+    else:
+        todo = ranks.broadcast(None)
+        while todo == WAITING:
+            todo = ranks.broadcast(None)
+        yield todo
+
+
 def stored_stage(r: "TrialRunner", stage: TrainingConfig) -> None:
     out = r.store.path(stage.kind, stage.key)
-    if r.ranks.rank == 0:
-        with r.store.claim(stage.kind, stage.key) as todo:
-            # Every rank writes its own shard, so every rank needs the directory to write in.
-            todo = r.ranks.broadcast(None if todo is None else str(todo))
-            if todo is not None:
-                train_stored(r, stage, Path(todo))
-    else:
-        todo = r.ranks.broadcast(None)
+    with claim_together(r.ranks, r.store, stage.kind, stage.key) as todo:
         if todo is not None:
             train_stored(r, stage, Path(todo))
     r.ranks.barrier()  # rank 0 has marked the output done
@@ -66,21 +82,28 @@ def train_stored(r: "TrialRunner", stage: TrainingConfig, out: Path) -> None:
                                 stage.batch_size, stage.seed + i, r.ranks,
                                 stage.micro_batch_size)
                for i, (t, s) in enumerate(data.items())}
-    logs = train(model, streams, {t: encoder_for(get_task(t)) for t in data},
-                 r.optim(stage, warmup), r.tokenizer.pad_token_id, stage.seed,
-                 sampler=sampler, weights=weights, log_every=stage.log_every,
-                 on_log=r.train_rows(stage.kind, "all", stage))
-    tokens, flops = r.spent(logs, stage)
+    trainer = Trainer(model, {t: encoder_for(get_task(t)) for t in data},
+                      r.optim(stage, warmup), r.tokenizer.pad_token_id, stage.seed, sampler,
+                      weights, {name: len(s.features) for name, s in streams.items()})
+    spend0 = r.checkpoints.resume(r.stage_index, 0, model, trainer, streams) or r.stage_spend0
+    logs = trainer.run(streams, stage.steps - trainer.step, stage.log_every,
+                       r.train_rows(stage.kind, "all", stage, spend0),
+                       r.checkpoints.hook(stage, r.stage_index, 0, model, streams,
+                                          r.stage_spend0, spend0))
+    tokens, flops = r.spent(logs, stage, *spend0)
     r.save(model, out, {"config": stage.key_dict(), "key": stage.key, "tokens": tokens,
                         "flops": flops, "final_loss": logs[-1].loss}, stage)
 
 
 def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
     ev = r.plan.stage("eval")
+    first = r.checkpoints.resume_task(r.stage_index)  # tasks before it: done before a restart
     for i, name in enumerate(stage.tasks):
+        if i < first:
+            continue
         model = r.model([name], stage.seed + 1000 * i, stage)
         if fine_tuned(get_task(name)):
-            fine_tune(r, model, name, stage, ev)
+            fine_tune(r, model, name, stage, ev, i)
         # else: Tatoeba and BUCC are zero-shot in XTREME-R's protocol: the backbone as is
         evaluate_task(r, model, name, ev)
         r.flush(f"target-{name}")
@@ -88,9 +111,10 @@ def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
 
 
 def fine_tune(r: "TrialRunner", model: TaskModel, name: str, c: TargetConfig,
-              ev: EvalConfig) -> None:
+              ev: EvalConfig, index: int = 0) -> None:
     """Train a target task's head on its English training source, scoring English dev every
-    `eval_every` steps: those scores are what Tune sees (`objective`)."""
+    `eval_every` steps: those scores are what Tune sees (`objective`). `index`: the task's place
+    in the stage (where a mid-stage checkpoint says it is)."""
     task = get_task(name)
     head = encoder_for(task)
     # The English training sources (XCOPA: SIQa then COPA), pooled into one stream.
@@ -101,15 +125,22 @@ def fine_tune(r: "TrialRunner", model: TaskModel, name: str, c: TargetConfig,
     dev = english_dev(r, name, ev.max_examples)
     trainer = Trainer(model, {name: head}, r.optim(c, c.warmup_frac), r.tokenizer.pad_token_id,
                       c.seed)
-    tokens0, flops0 = r.progress.tokens, r.progress.flops
-    on_log = r.train_rows("target", name, c)
-    for chunk in _chunks(c.steps, c.eval_every):
-        logs = trainer.run({name: stream}, chunk, c.log_every, on_log)
-        r.progress.tokens, r.progress.flops = r.spent(logs, c, tokens0, flops0)
+    streams = {name: stream}
+    spend0 = (r.checkpoints.resume(r.stage_index, index, model, trainer, streams)
+              or (r.progress.tokens, r.progress.flops))
+    on_log = r.train_rows("target", name, c, spend0)
+    checkpoint = r.checkpoints.hook(c, r.stage_index, index, model, streams, r.stage_spend0,
+                                    spend0)
+    for end in _chunk_ends(c.steps, c.eval_every):
+        if end <= trainer.step:  # evaluated before the checkpoint we resumed from
+            continue
+        logs = trainer.run(streams, end - trainer.step, c.log_every, on_log, checkpoint)
+        r.progress.tokens, r.progress.flops = r.spent(logs, c, *spend0)
         if dev is not None:
             r.progress.dev[name] = r.score_split(model, name, dev, trainer.step)
-            r.report({"objective": _mean(r.progress.dev.values()), "task": name,
+            r.report({"objective": r.objective(), "task": name,
                       "step": trainer.step, "stage": "target"})
+        checkpoint(trainer)  # at an evaluation step, after the evaluation (its rows included)
 
 
 def english_dev(r: "TrialRunner", name: str, limit: int | None) -> Split | None:
@@ -154,11 +185,9 @@ STAGES: dict[str, Callable[["TrialRunner", StageConfig], None]] = {
 }
 
 
-def _chunks(total: int, every: int) -> list[int]:
-    out = [every] * (total // every)
-    if total % every:
-        out.append(total % every)
-    return out
+def _chunk_ends(total: int, every: int) -> list[int]:
+    """The steps at which a run of `total` steps evaluates: every `every`, and the last."""
+    return sorted({*range(every, total + 1, every), total})
 
 
 def _mean(values) -> float | None:

@@ -20,6 +20,12 @@ claims like anyone else, with O_EXCL. A holder checks by content that the lease 
 before it marks the output done and before it unlinks the lease; one that lost its lease (it was
 paused past `ttl` and broken) raises `LeaseLost` and leaves the new holder's lease alone.
 
+Fencing: the holder never writes in the output directory itself. It computes into a private
+directory beside it (`.<stage>-<key>.<token>`), and only at commit, once it has checked that the
+lease is still its own, moves what it wrote into the output directory and then writes `STATUS`.
+So a holder that lost its lease (or died) leaves no partial file in the final directory; the
+next holder that commits removes such private directories.
+
 So the store needs a POSIX file system (link, O_EXCL, rename, mtime) that every node mounts at
 the same path: a local disk on one machine, NFS/EFS/Filestore on a cluster; never an object
 store, where none of those exist. `stage_root` is where a sweep puts it, and refuses a root that
@@ -39,7 +45,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from raysweep.results.tables import is_uri
@@ -209,11 +215,13 @@ class StageStore:
             lease.unlink(missing_ok=True)
 
     @contextmanager
-    def claim(self, stage: str, key: str, wait_s: float = 0.5,
-              timeout_s: float = 6 * 3600) -> Iterator[Path | None]:
-        """Yield the output dir to compute into (the lease is ours), or None when the output is
-        already done (possibly after waiting for another holder). On a clean exit of the block,
-        the output is marked done; on an exception the lease is dropped and nothing is marked."""
+    def claim(self, stage: str, key: str, wait_s: float = 0.5, timeout_s: float = 6 * 3600,
+              on_wait: Callable[[], None] | None = None) -> Iterator[Path | None]:
+        """Yield a private directory to compute into (the lease is ours), or None when the
+        output is already done (possibly after waiting for another holder). On a clean exit of
+        the block, what was written there moves into the output directory, which is marked
+        done; on an exception the lease is dropped, nothing is marked and nothing moves.
+        `on_wait()` runs at each poll while another holder has the key."""
         out = self.path(stage, key)
         out.mkdir(parents=True, exist_ok=True)
         lease = out / LEASE
@@ -231,6 +239,8 @@ class StageStore:
                 continue  # claim at once, with O_EXCL like any other waiter
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{out}: still leased by another trial after {timeout_s} s")
+            if on_wait is not None:
+                on_wait()
             time.sleep(wait_s)
         try:
             if self.is_done(stage, key):  # finished between our check and our lease
@@ -241,11 +251,14 @@ class StageStore:
             beat = threading.Thread(target=self._beat, args=(fd, lease, token, stop, lost),
                                     daemon=True)
             beat.start()
+            private = out.parent / f".{out.name}.{token}"
             try:
-                yield out
+                private.mkdir()
+                yield private
                 if lost.is_set() or not self._owns(lease, token):
                     raise LeaseLost(f"{out}: our lease was broken while we computed (no "
                                     f"heartbeat for {self.ttl} s); another trial computes it")
+                self._commit(private, out)
                 _write_json_atomic(out / STATUS, {"status": "done", "holder": token,
                                                   "finished": time.time()})
                 for trace in (*out.glob(f".{LEASE}.break-*"), *out.glob(f".{LEASE}.dead-*")):
@@ -253,9 +266,25 @@ class StageStore:
             finally:
                 stop.set()
                 beat.join()
+                shutil.rmtree(private, ignore_errors=True)
                 self._release(lease, token)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _commit(private: Path, out: Path) -> None:
+        """Move what the holder wrote into the output directory (replacing what a crashed
+        earlier commit left there), and remove other holders' private directories."""
+        for entry in sorted(private.iterdir()):
+            dest = out / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            else:
+                dest.unlink(missing_ok=True)
+            os.rename(entry, dest)
+        for other in out.parent.glob(f".{out.name}.*"):
+            if other != private:
+                shutil.rmtree(other, ignore_errors=True)
 
     def _beat(self, fd: int, lease: Path, token: str, stop: threading.Event,
               lost: threading.Event) -> None:

@@ -53,7 +53,24 @@ def max_concurrent(spec: SweepSpec, m: ModelSpec, cluster_cpus: int) -> int:
     (per size: a size with 1-worker trials runs twice as many at once as one with 2)."""
     if spec.search.max_concurrent_trials:
         return spec.search.max_concurrent_trials
-    return max(1, cluster_cpus // (spec.workers(m) * spec.cpus_per_worker(m)))
+    return max(1, int(cluster_cpus // (spec.workers(m) * spec.cpus_per_worker(m))))
+
+
+def trial_resources(spec: SweepSpec, m: ModelSpec) -> dict[str, float]:
+    """What one trial of size `m` holds. A 1-worker trial runs its stages in its own process
+    (`raysweep.run.trial.in_process`), so it holds the worker's CPUs and GPUs. A trial with a Train
+    job only waits on its workers, which hold them; Tune refuses an empty bundle, so it asks for a
+    token of memory instead of a CPU."""
+    if spec.workers(m) == 1:
+        return {"cpu": spec.cpus_per_worker(m), "gpu": spec.gpus_per_worker(m)}
+    return {"cpu": 0, "memory": 64 * 2**20}
+
+
+def trial_retries(spec: SweepSpec, m: ModelSpec) -> int:
+    """Tune's reruns of a failed trial. An in-process trial has no Train worker group to
+    restart, so its worker restarts are reruns too."""
+    extra = spec.faults.worker_restarts if spec.workers(m) == 1 else 0
+    return spec.faults.trial_retries + extra
 
 
 @dataclass
@@ -97,10 +114,20 @@ def guard_sweep_dir(spec: SweepSpec, file: Path, sweep_dir: Location) -> None:
     """A sweep directory holds one space's results: relaunching the same space resumes it, and
     another space must not mix its rows into it (or overwrite its space.json)."""
     recorded = read_text(sweep_dir / SPACE_FILE)
-    if recorded is not None and json.loads(recorded) != spec.normalized:
+    if recorded is not None and not same_space(recorded, spec):
         raise SpaceError(file, "name", f"the sweep directory {sweep_dir} holds a sweep of another "
                          "space (its space.json differs); allowed: the same space, to resume it, "
                          "or another --name / --storage")
+
+
+def same_space(recorded: str, spec: SweepSpec) -> bool:
+    """Whether a sweep's space.json is `spec`. It is read back through `SweepSpec`, so a sweep
+    written before a setting existed compares with that setting's default filled in (a
+    relaunch after an upgrade resumes it, instead of calling it another space)."""
+    try:
+        return SweepSpec.model_validate(json.loads(recorded)).normalized == spec.normalized
+    except ValueError:  # not JSON, or not a space any more (pydantic's error is a ValueError)
+        return False
 
 
 def use_cluster_token() -> bool:
@@ -184,13 +211,15 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
             tune.with_parameters(run_trial, plan_base={"spec": spec.normalized, "model": m.name},
                                  storage=str(where.root), sweep_dir=str(sweep_dir),
                                  stages=str(where.stages)),
-            # The trial only waits on its Train workers, which hold the CPUs. Tune refuses an
-            # empty bundle, so the trial asks for a token of memory instead of a CPU.
-            {"cpu": 0, "memory": 64 * 2**20},
+            trial_resources(spec, m),
         )
         tune_config = tune.TuneConfig(
             metric="objective", mode=s.mode, num_samples=s.num_samples,
             max_concurrent_trials=at_once,
+            # A trial's process keeps its imports (torch, transformers, Ray Train: ~8 s of CPU
+            # each time here) for the size's next trial. Every trial seeds its own generators,
+            # so no number depends on which process ran it before.
+            reuse_actors=True,
             search_alg=make_searcher(spec, m, where.stages, first_points, hold=at_once),
             scheduler=ASHAScheduler(time_attr="training_iteration",
                                     grace_period=s.scheduler.grace_period,
@@ -202,7 +231,7 @@ def launch(spec: SweepSpec, file: Path, storage: str | os.PathLike, name: str | 
             callbacks=[Progress(m.name, trials_per_size(spec), s.mode),
                        RecordTrials(spec, m.name, str(sweep_dir)),
                        *tracker_callbacks(trackers, spec, m.name, sweep_dir)],
-            failure_config=tune.FailureConfig(max_failures=spec.faults.trial_retries),
+            failure_config=tune.FailureConfig(max_failures=trial_retries(spec, m)),
         )
         experiment = str(where.root / "tune" / f"{name}-{m.name}")
         if tune.Tuner.can_restore(experiment):  # a relaunch: finish what is left, redo errors

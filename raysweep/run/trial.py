@@ -16,15 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from raysweep.results.tables import begin_attempt, finished_trial, location
+from raysweep.spec.space import threads_for
 
 
 def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: str,
-                 workers: int, cpus_per_worker: int, gpus_per_worker: int,
+                 workers: int, cpus_per_worker: float, gpus_per_worker: int,
                  worker_restarts: int = 0):
     """The Train job of one trial: `workers` FSDP2 ranks (gloo on CPU, nccl on GPU) whose
     reports reach the enclosing Tune trial. `storage` is a local path or a URI (Ray's
     storage_path takes both; its Train state goes under `<storage>/train`)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -39,7 +40,11 @@ def make_trainer(worker_fn, loop_config: dict[str, Any], *, name: str, storage: 
                                   **({"GPU": gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(name=name, storage_path=str(location(storage) / "train"),
                              callbacks=[TuneReportCallback()],
-                             failure_config=FailureConfig(max_failures=worker_restarts)),
+                             failure_config=FailureConfig(max_failures=worker_restarts),
+                             # a restart resumes from the latest mid-stage checkpoint
+                             # (raysweep.run.resume); the one before it is kept in case the
+                             # latest was being written when the worker died
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
 
 
@@ -67,10 +72,17 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
                          "final": True, "recorded": True})
         return
     begin_attempt(sweep_dir, trial_id)
+    if in_process(plan):
+        try:
+            run_here(plan, storage=storage, sweep_dir=sweep_dir, stages=stages,
+                     trial_id=trial_id)
+        except Exception as e:
+            raise failure_of(e) from None
+        return
     trainer = make_trainer(
         train_worker,
         {"plan": plan.to_dict(), "storage": storage, "sweep_dir": sweep_dir, "stages": stages,
-         "trial_id": trial_id, "threads": plan.cpus_per_worker},
+         "trial_id": trial_id, "threads": threads_for(plan.cpus_per_worker)},
         name=f"{plan.sweep}-{trial_id}", storage=storage, workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker, gpus_per_worker=plan.gpus_per_worker,
         worker_restarts=spec.faults.worker_restarts,
@@ -79,3 +91,28 @@ def run_trial(config: dict[str, Any], *, plan_base: dict[str, Any], storage: str
         trainer.fit()
     except Exception as e:  # Train's error wraps each rank's: name the trial's failure
         raise failure_of(e) from None
+
+
+def in_process(plan) -> bool:
+    """A 1-worker trial runs its stages in the Tune trial's own process. A Train job of one rank
+    adds nothing that trial lacks (no peers to shard over or restart together) and costs two
+    more processes and Train's start-up, ~15-20 s a trial here (README, performance), which is
+    longer than a tiny size's stages. Its worker restarts become trial retries (`raysweep.run.
+    sweep.trial_retries`); its resources are the trial's (`raysweep.run.sweep.trial_resources`)."""
+    return plan.workers == 1
+
+
+def run_here(plan, *, storage: str, sweep_dir: str, stages: str | None, trial_id: str) -> None:
+    """The trial's stages in this process, as one Train worker would run them: the same
+    `TrialRunner`, with Tune's report in place of Train's (no process group: one rank)."""
+    import ray
+    import ray.tune
+    import torch
+
+    from raysweep.run.runner import TrialRunner, ray_io
+
+    torch.set_num_threads(threads_for(plan.cpus_per_worker))
+    report, latest = ray_io(ray.tune)  # a retried trial resumes from its Tune checkpoint
+    TrialRunner(plan, storage, sweep_dir, trial_id, report=report,
+                node_id=ray.get_runtime_context().get_node_id(), stages=stages,
+                latest_checkpoint=latest).run()

@@ -110,7 +110,7 @@ def check_resources(spec: SweepSpec, file: Path, cpus: int, gpus: int | None) ->
             raise SpaceError(file, f"models.{i}.workers" if m.workers else "resources.workers",
                              f"model {m.name!r} needs {spec.workers(m)} workers x "
                              f"{spec.cpus_per_worker(m)} CPUs = {need_cpu} CPUs per trial; the "
-                             f"cluster offers {cpus}; allowed: at most {cpus // spec.cpus_per_worker(m)} workers")
+                             f"cluster offers {cpus}; allowed: at most {int(cpus // spec.cpus_per_worker(m))} workers")
         need_gpu = spec.workers(m) * spec.gpus_per_worker(m)
         if gpus is not None and need_gpu > gpus:
             raise SpaceError(file, f"models.{i}.workers" if m.workers else "resources.workers",

@@ -45,6 +45,16 @@ Precision = Literal["auto", "bf16", "fp32"]
 Checkpointing = Literal["none", "full", "selective"]
 
 
+# CPUs a worker holds. A fraction lets workers share a core: two 2-rank trials of a tiny model on
+# 2 cores at 0.5 each overlap their Train start-ups, which cost more than their steps. A worker
+# runs max(1, floor(cpus)) torch threads (`threads_for`).
+CpuShare = Annotated[int | float, Field(gt=0)]
+
+
+def threads_for(cpus: int | float) -> int:
+    return max(1, int(cpus))
+
+
 class ModelSpec(_Strict):
     """One point on the scaling axis: a named tiny config (CPU), or an HF id / local path."""
 
@@ -53,7 +63,7 @@ class ModelSpec(_Strict):
     hf: str | None = None
     n_params: PositiveInt | None = None  # required for hf models; computed for tiny ones
     workers: PositiveInt | None = None  # overrides resources.workers
-    cpus_per_worker: PositiveInt | None = None
+    cpus_per_worker: CpuShare | None = None
     gpus_per_worker: Annotated[int, Field(ge=0)] | None = None
     pretrain_steps: PositiveInt | None = None  # overrides the tiny config's budget
     precision: Precision | None = None  # overrides the space's
@@ -172,7 +182,7 @@ class SearchSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     workers: PositiveInt = 2
-    cpus_per_worker: PositiveInt = 1
+    cpus_per_worker: CpuShare = 1
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
     cluster_cpus: PositiveInt | None = None  # default: this machine's cores (local Ray)
     cluster_gpus: Annotated[int, Field(ge=0)] | None = None
@@ -183,10 +193,16 @@ class FaultsSpec(_Strict):
     """What a sweep does when a trial fails: Tune reruns a failed trial from its start up to
     `trial_retries` times (finished stages load from the store); Ray Train restarts a trial's
     worker group up to `worker_restarts` times (a dead worker, a lost node) before the trial
-    fails. 0 and 0: a failure is final, recorded in the trials table, and the sweep goes on."""
+    fails. 0 and 0: a failure is final, recorded in the trials table, and the sweep goes on.
+    A restarted worker group (or a retried in-process trial) resumes inside its stage from the
+    latest checkpoint, taken every `checkpoint_every` training steps (0: none; then it reruns
+    the stage). 100: a restart redoes at most 100 steps (seconds to minutes of a tiny model's
+    stages, which run 200-300+ steps), and a checkpoint (weights plus AdamW's two moments, ~3x
+    the weights, and one Tune report) every 100 steps is small beside them. In no stage key."""
 
     trial_retries: Annotated[int, Field(ge=0)] = 0
     worker_restarts: Annotated[int, Field(ge=0)] = 0
+    checkpoint_every: Annotated[int, Field(ge=0)] = 100
 
 
 class SweepSpec(_Strict):
@@ -206,7 +222,7 @@ class SweepSpec(_Strict):
     def workers(self, m: ModelSpec) -> int:
         return m.workers or self.resources.workers
 
-    def cpus_per_worker(self, m: ModelSpec) -> int:
+    def cpus_per_worker(self, m: ModelSpec) -> int | float:
         return m.cpus_per_worker or self.resources.cpus_per_worker
 
     def gpus_per_worker(self, m: ModelSpec) -> int:

@@ -99,6 +99,8 @@ def _loader(family: str, kind: str, english_train_only: bool = True):
 INTERMEDIATE_NOTES = {
     "syn_nli_en": "aligned with syn_xnli (an MNLI analogue: same relation, separate data)",
     "syn_hypernym": "aligned with syn_xnli: classify the subject's semantic class",
+    "syn_classmatch": "aligned with syn_xnli: does the class word name the subject's class",
+    "syn_echo": "aligned with syn_xnli, language-neutral: does a word recur (identity)",
     "syn_antonym": "partly aligned with syn_xnli: same verb or its antonym",
     "syn_script": "aligned with syn_xcopa: is the second clause the first one's effect",
     "syn_haslocation": "useless: does the sentence name a place (readable off 'in')",
@@ -152,6 +154,8 @@ def _register_all() -> None:
     # English sentence-pair classification tasks: (generator, label names), one row each.
     pair_tasks = {
         "syn_hypernym": ("hypernym", tuple(f"class{k}" for k in range(n_cls))),
+        "syn_classmatch": ("classmatch", ("other", "same")),
+        "syn_echo": ("echo", ("no", "yes")),
         "syn_antonym": ("antonym", ("same", "antonym")),
         "syn_script": ("script", ("no", "effect")),
         "syn_haslocation": ("haslocation", ("no", "yes")),

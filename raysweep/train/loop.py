@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,14 +84,20 @@ class Trainer:
         self.device = next(model.parameters()).device  # batches go where the (local) weights are
         self.step = 0
         self.tokens = 0  # all ranks, logged steps only (an all-reduce per log, not per step)
+        # This rank's loss sum, steps and tokens since the last log: a checkpoint between two
+        # logs must carry them, or the resumed log would average over fewer steps.
+        self.window: tuple[float, int, int] = (0.0, 0, 0)
 
     def run(self, streams: dict[str, FeatureStream], steps: int, log_every: int = 10,
-            on_log: Callable[[StepLog], None] | None = None) -> list[StepLog]:
+            on_log: Callable[[StepLog], None] | None = None,
+            on_step: Callable[["Trainer"], None] | None = None) -> list[StepLog]:
         """Take `steps` more optimizer steps. Losses are logged every `log_every` steps as the
-        mean over those steps and all ranks."""
+        mean over those steps and all ranks. `on_step(self)` runs after every step but the
+        last of this call (a mid-stage checkpoint; the caller acts after the last one itself,
+        e.g. once its evaluation at that step is done)."""
         self.model.train()
         logs: list[StepLog] = []
-        loss_sum, n, tokens_local = 0.0, 0, 0
+        loss_sum, n, tokens_local = self.window
         start = time.perf_counter()
         stop = min(self.step + steps, self.optim.steps)
         while self.step < stop:
@@ -116,7 +123,29 @@ class Trainer:
                 if on_log:
                     on_log(log)
                 loss_sum, n, tokens_local = 0.0, 0, 0
+            self.window = (loss_sum, n, tokens_local)
+            if on_step and self.step < stop:
+                on_step(self)
         return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of this trainer's progress but the model's and optimizer's tensors (which
+        a checkpoint stores sharded): step, token count, the open log window, the schedule and
+        the task sampler's position. Plain Python values."""
+        return {"step": self.step, "tokens": self.tokens, "window": self.window,
+                "sched": self.sched.state_dict(),
+                # the task sampler (raysweep.train.mixing): its generator, and the step of a
+                # strategy that depends on it (`linear`)
+                "sampler": {"rng": self.pick.rng.bit_generator.state,
+                            "t": getattr(self.pick, "t", None)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.window = tuple(state["window"])
+        self.sched.load_state_dict(state["sched"])
+        self.pick.rng.bit_generator.state = state["sampler"]["rng"]
+        if state["sampler"]["t"] is not None:
+            self.pick.t = state["sampler"]["t"]
 
     def _forward_backward(self, task: str, stream: FeatureStream) -> tuple[float, int]:
         """Forward and backward over this rank's share of one global batch; returns its mean

@@ -45,3 +45,12 @@ class FeatureStream:
         mine = self.next()
         size = self.micro_batch_size or len(mine)
         return [mine[i : i + size] for i in range(0, len(mine), size)]
+
+    def state_dict(self) -> dict:
+        """The stream's position: its generator's state and what is left of the current
+        epoch's order (the same on every rank: the stream is global)."""
+        return {"rng": self.rng.bit_generator.state, "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order = list(state["order"])
