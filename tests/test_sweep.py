@@ -8,6 +8,7 @@ import time
 
 import duckdb
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -139,9 +140,14 @@ def test_one_worker_trials_run_in_their_own_process(ray_cluster, tmp_path):
 
     local = tmp_path / "local"
     m = spec.models[0]
-    for i, t in enumerate(sorted(trials, key=lambda t: t["lr_target"])):
-        params = {"lr_target": t["lr_target"], "lr_intermediate": 2e-3, "mixture": "english"}
-        run_local(build_plan(spec, m, params), local, local / "sweep", f"local{i}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trial did (1 CPU): the thread count changes sum orders
+    try:
+        for i, t in enumerate(sorted(trials, key=lambda t: t["lr_target"])):
+            params = {"lr_target": t["lr_target"], "lr_intermediate": 2e-3, "mixture": "english"}
+            run_local(build_plan(spec, m, params), local, local / "sweep", f"local{i}")
+    finally:
+        torch.set_num_threads(threads)
 
     def numbers(sweep_dir, trials_by_lr):
         rows = load(sweep_dir, "metrics").to_pylist()
@@ -159,7 +165,7 @@ def test_one_worker_trials_run_in_their_own_process(ray_cluster, tmp_path):
     swept = numbers(result.sweep_dir, {t["trial_id"]: t["lr_target"] for t in trials})
     alone = numbers(local / "sweep", {t["trial_id"]: t["lr_target"]
                                       for t in load(local / "sweep", "trials").to_pylist()})
-    assert swept.keys() == alone.keys() and len(swept) > 50
+    assert swept.keys() == alone.keys() and len(swept) > 40  # (45 in this space)
     assert swept == alone
 
 
