@@ -85,6 +85,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         curves = (_curve(), _curve(AC))
         if rank == 0:
             queue.put(curves)
+        dist.barrier()  # neither rank tears gloo down while its peer still talks (an abort)
     finally:
         dist.destroy_process_group()
 
@@ -226,6 +227,7 @@ def _heads_worker(rank: int, world: int, port: int, queue) -> None:
         out = _heads_run()
         if rank == 0:
             queue.put(out)
+        dist.barrier()  # as in _worker
     finally:
         dist.destroy_process_group()
 
