@@ -277,6 +277,17 @@ class MetricsWriter:
         self._flushed[label] += 1
         return atomic_write(table, self.dir / name)
 
+    def state(self) -> dict[str, Any]:
+        """The rows not yet flushed and how often each label was flushed (a mid-stage
+        checkpoint's share of the writer: `raysweep.run.resume`)."""
+        return {"rows": list(self.rows), "flushed": dict(self._flushed)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back `state()`'s rows, stamped with this writer's attempt (so that they are not
+        dropped as an older attempt's); file names continue where the flush counts were."""
+        self.rows = [{**row, "attempt": self.base["attempt"]} for row in state["rows"]]
+        self._flushed.update(state["flushed"])
+
 
 def begin_attempt(sweep_dir: Where, trial_id: str) -> int:
     """Count one more start of `trial_id` (its function trainable calls this; one attempt of a

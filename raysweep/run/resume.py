@@ -84,18 +84,18 @@ class Checkpoints:
         r.source = s["source"]
         return s["at"]["stage"], tuple(s["stage_spend0"])
 
-    def resume_task(self, stage: int) -> int:
-        """The first target task (index) to run in stage `stage`: the checkpoint's, if it was
-        taken in this stage, else 0."""
-        return self.state["at"]["task"] if self._in(stage) else 0
+    def resume_task(self) -> int:
+        """The first target task (index) to run in the runner's stage: the checkpoint's, if it
+        was taken in this stage, else 0."""
+        return self.state["at"]["task"] if self._in_stage() else 0
 
-    def resume(self, stage: int, task: int, model, trainer: "Trainer",
+    def resume(self, task: int, model, trainer: "Trainer",
                streams: dict[str, "FeatureStream"]) -> tuple[int, float] | None:
         """Load the checkpoint into a freshly built model, trainer and streams if it was taken
         in this stage and task; the spend at the task's start, else None (start afresh). The
         checkpoint's unflushed rows are this task's: they come back only here, so a stage that
         another trial finished meanwhile leaves ours out."""
-        if not (self._in(stage) and self.state["at"]["task"] == task):
+        if not (self._in_stage() and self.state["at"]["task"] == task):
             return None
         s = self.state
         load_training(Path(self.dir) / DCP_DIR, model, trainer.opt)
@@ -103,31 +103,30 @@ class Checkpoints:
         for name, stream in streams.items():
             stream.load_state_dict(s["streams"][name])
         torch.set_rng_state(s["rng"])
-        w = self.r.writer
-        w.rows = [{**row, "attempt": w.base["attempt"]} for row in s["rows"]]
-        w._flushed.update(s["flushed"])  # (the writer's flush counts: file names continue)
+        self.r.writer.restore(s["writer"])
         self.state = None  # used: a later stage of this run starts afresh
         return tuple(s["task_spend0"])
 
-    def _in(self, stage: int) -> bool:
-        return self.state is not None and self.state["at"]["stage"] == stage
+    def _in_stage(self) -> bool:
+        """Whether the checkpoint was taken in the stage the runner is in."""
+        return self.state is not None and self.state["at"]["stage"] == self.r.stage_index
 
     # --- saving -------------------------------------------------------------------------------
 
-    def hook(self, stage, index: int, task: int, model, streams: dict[str, "FeatureStream"],
-             stage_spend0: tuple[int, float], task_spend0: tuple[int, float]):
+    def hook(self, stage, task: int, model, streams: dict[str, "FeatureStream"],
+             task_spend0: tuple[int, float]):
         """`Trainer.run`'s `on_step` (and what the caller calls itself after an evaluation):
         checkpoint when the step is a multiple of `every`."""
         def on_step(trainer: "Trainer") -> None:
             if self.every and trainer.step % self.every == 0:
-                self.save({"stage": index, "kind": stage.kind, "key": stage.key, "task": task,
-                           "step": trainer.step}, model, trainer, streams, stage_spend0,
+                self.save({"stage": self.r.stage_index, "kind": stage.kind, "key": stage.key,
+                           "task": task, "step": trainer.step}, model, trainer, streams,
                           task_spend0)
             kill_injected(self.r, stage.kind, trainer.step)  # (a fault test's dead worker)
         return on_step
 
     def save(self, at: dict[str, Any], model, trainer: "Trainer",
-             streams: dict[str, "FeatureStream"], stage_spend0, task_spend0) -> None:
+             streams: dict[str, "FeatureStream"], task_spend0: tuple[int, float]) -> None:
         """Write a checkpoint in a private directory, report it, then delete it (Ray has copied
         it to the run's storage by the time `report` returns). A collective."""
         r = self.r
@@ -139,11 +138,11 @@ class Checkpoints:
             torch.save({
                 "at": at, "world": r.ranks.world, "progress": dataclasses.asdict(r.progress),
                 "source": None if r.source is None else str(r.source),
-                "stage_spend0": stage_spend0, "task_spend0": task_spend0,
+                "stage_spend0": r.stage_spend0, "task_spend0": task_spend0,
                 "trainer": trainer.state_dict(),
                 "streams": {k: s.state_dict() for k, s in streams.items()},
-                "rng": torch.get_rng_state(), "rows": list(r.writer.rows),
-                "flushed": dict(r.writer._flushed)}, out / state_file(r.ranks.rank))
+                "rng": torch.get_rng_state(), "writer": r.writer.state()},
+               out / state_file(r.ranks.rank))
             objective = r.objective()
             r.report({"objective": math.nan if objective is None else objective,
                       "stage": at["kind"], "step": at["step"], "checkpoint": name},

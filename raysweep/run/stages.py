@@ -85,11 +85,10 @@ def train_stored(r: "TrialRunner", stage: TrainingConfig, out: Path) -> None:
     trainer = Trainer(model, {t: encoder_for(get_task(t)) for t in data},
                       r.optim(stage, warmup), r.tokenizer.pad_token_id, stage.seed, sampler,
                       weights, {name: len(s.features) for name, s in streams.items()})
-    spend0 = r.checkpoints.resume(r.stage_index, 0, model, trainer, streams) or r.stage_spend0
+    spend0 = r.checkpoints.resume(0, model, trainer, streams) or r.stage_spend0
     logs = trainer.run(streams, stage.steps - trainer.step, stage.log_every,
                        r.train_rows(stage.kind, "all", stage, spend0),
-                       r.checkpoints.hook(stage, r.stage_index, 0, model, streams,
-                                          r.stage_spend0, spend0))
+                       r.checkpoints.hook(stage, 0, model, streams, spend0))
     tokens, flops = r.spent(logs, stage, *spend0)
     r.save(model, out, {"config": stage.key_dict(), "key": stage.key, "tokens": tokens,
                         "flops": flops, "final_loss": logs[-1].loss}, stage)
@@ -97,7 +96,7 @@ def train_stored(r: "TrialRunner", stage: TrainingConfig, out: Path) -> None:
 
 def target_stage(r: "TrialRunner", stage: TargetConfig) -> None:
     ev = r.plan.stage("eval")
-    first = r.checkpoints.resume_task(r.stage_index)  # tasks before it: done before a restart
+    first = r.checkpoints.resume_task()  # tasks before it: done before a restart
     for i, name in enumerate(stage.tasks):
         if i < first:
             continue
@@ -126,11 +125,10 @@ def fine_tune(r: "TrialRunner", model: TaskModel, name: str, c: TargetConfig,
     trainer = Trainer(model, {name: head}, r.optim(c, c.warmup_frac), r.tokenizer.pad_token_id,
                       c.seed)
     streams = {name: stream}
-    spend0 = (r.checkpoints.resume(r.stage_index, index, model, trainer, streams)
+    spend0 = (r.checkpoints.resume(index, model, trainer, streams)
               or (r.progress.tokens, r.progress.flops))
     on_log = r.train_rows("target", name, c, spend0)
-    checkpoint = r.checkpoints.hook(c, r.stage_index, index, model, streams, r.stage_spend0,
-                                    spend0)
+    checkpoint = r.checkpoints.hook(c, index, model, streams, spend0)
     for end in _chunk_ends(c.steps, c.eval_every):
         if end <= trainer.step:  # evaluated before the checkpoint we resumed from
             continue
