@@ -440,11 +440,11 @@ def side_of(variant: str) -> str:
     return "ray" if variant == "in_trial" else "bare"
 
 
-def conduct(gate: Gate, variants: list[str], opts: dict, alive) -> dict:
+def conduct(gate: Gate, variants: list[str], opts: dict, alive,
+            sides: tuple[str, ...] = ("bare", "ray")) -> dict:
     """Both sides ready, then every round opens each variant in turn and waits for its time.
     `alive(side)` says why that side is gone, or None."""
-    ready = {s: gate.result(f"{s}-ready", READY_TIMEOUT_S, partial(alive, s))
-             for s in ("bare", "ray")}
+    ready = {s: gate.result(f"{s}-ready", READY_TIMEOUT_S, partial(alive, s)) for s in sides}
     ranks = {f["pid"] for r in ready.values() for f in r["ranks"]}
     load0, cpu0, start = os.getloadavg()[0], cpu_by_pid(), time.perf_counter()
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -502,6 +502,16 @@ def measure(opts: dict, world: int) -> dict:
             errors.append(e)
             gate.abort(f"driver: {e}")
 
+    if opts["no_ray"]:  # bare and trainer only (a machine without Ray): no trial to wait on
+        try:
+            out.update(conduct(gate, bare_variants(opts), opts, alive, sides=("bare",)))
+        finally:
+            for p in procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.terminate()
+            shutil.rmtree(work, ignore_errors=True)
+        return out
     thread = threading.Thread(target=conductor, daemon=True)
     thread.start()
     try:
@@ -537,11 +547,17 @@ def summarize(out: dict, opts: dict, world: int) -> dict:
     peak = peak_flops(out["device_name"]) if opts["device"] == "cuda" else None
     mfu = {k: t * fpt / (peak * world) for k, t in tps.items()} if peak else None
 
-    def paired(num: str, den: str, per=times) -> float:  # `num`'s speed over `den`'s, by round
+    def paired(num: str, den: str, per=times) -> float | None:  # `num`'s speed over `den`'s
+        if num not in per:  # --no-ray: no in_trial variant
+            return None
         return round(statistics.median(d / n for n, d in zip(per[num], per[den])), 4)
 
+    # MFU of the trial's step: in the Ray trial, or with --no-ray the same step without Ray
+    trial_side = "in_trial" if "in_trial" in tps else "trainer"
     fig = {"in_trial_over_bare": paired("in_trial", "bare"),
-           "mfu": round(mfu["in_trial"], 4) if mfu else None,
+           "mfu": round(mfu[trial_side], 4) if mfu else None,
+           "mfu_of": trial_side,
+           "mfu_trainer": round(mfu["trainer"], 4) if mfu else None,
            "mfu_bare": round(mfu["bare"], 4) if mfu else None,
            "device": f"{out['device_name']} x {world}",
            "precision": "bf16" if opts["device"] == "cuda" else opts["precision"],
@@ -578,6 +594,11 @@ def print_figures(fig: dict, out: dict) -> None:
               f"{statistics.median(fig['cpu_ms_per_step'][k]):.1f} CPU ms/step")
     for side, facts in fig["threads"].items():
         print(f"  threads, {side}: {facts}")
+    if fig["in_trial_over_bare"] is None:
+        print(f"trainer / bare {fig['trainer_over_bare']:.3f} (median of per-round ratios; "
+              f"--no-ray: no Ray trial); by CPU time per step {fig['trainer_over_bare_cpu']:.3f}")
+        print(json.dumps(fig))  # the last line
+        return
     print(f"in_trial / bare {fig['in_trial_over_bare']:.3f} = trainer / bare "
           f"{fig['trainer_over_bare']:.3f} x in_trial / trainer "
           f"{fig['in_trial_over_trainer']:.3f} (each a median of per-round ratios); by CPU "
@@ -600,6 +621,9 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=0,
                     help="also time the trainer with micro batches of this size per rank, "
                          "syncing gradients after the last micro batch vs after each")
+    ap.add_argument("--no-ray", action="store_true",
+                    help="time bare and trainer only (where Ray is not installed, e.g. a GPU "
+                         "box without it): no in_trial figure; MFU is the trainer's")
     ap.add_argument("--worker-niceness", type=int, default=None,
                     help="RAY_worker_niceness for the Ray workers (default: Ray's own, +15 "
                          "over the driver); raysweep does not set it")

@@ -285,7 +285,7 @@ BALANCE = {**SMALL, "train_size": 121, "dev_size": 31, "test_size": 29}
 
 @pytest.mark.parametrize("name", ["syn_xnli", "syn_nli_en", "syn_hypernym", "syn_random",
                                   "syn_lexparity", "syn_xcopa", "syn_script", "syn_antonym",
-                                  "syn_classmatch", "syn_echo"])
+                                  "syn_classmatch", "syn_echo", "syn_lexclass"])
 def test_label_balanced(name):
     """Labels are assigned round-robin before shuffling: a split of n examples over k labels
     has exactly n // k of each, plus one for the first n % k labels (sizes chosen so that the
@@ -336,6 +336,13 @@ def test_labels_mean_what_the_task_says():
         assert w.lexicon[hyp[1]].pos in ("noun", "adj", "verb"), ex
     for ex, a, _ in pairs("syn_hypernym"):
         assert _subject_class(w, a) == ex.label, ex
+    labels_of_class = collections.defaultdict(set)
+    for ex, a, _ in pairs("syn_lexclass"):  # noun i of class k: label (k + i) mod n_classes
+        noun = next(k for k in a if w.lexicon[k].pos == "noun")  # English is SVO
+        k = w.lexicon[noun].cls
+        assert ex.label == (k + w.nouns[k].index(noun)) % w.n_classes, ex
+        labels_of_class[k].add(ex.label)
+    assert all(len(v) > 1 for v in labels_of_class.values())  # the label is no function of class
     for ex, a, _ in pairs("syn_haslocation"):
         assert ("f:in" in a) == bool(ex.label), ex
     for ex, a, b in pairs("syn_antonym"):
@@ -361,6 +368,22 @@ def test_labels_mean_what_the_task_says():
                 assert kind == ("PER" if key in persons else "LOC"), ex
             else:
                 assert kind is None, ex
+
+
+def test_xnli_train_size_caps_only_the_target_train_split():
+    """`xnli_train_size` sets syn_xnli's English train split (at most `train_size`); dev and test
+    are drawn first, so they are the same items whatever the train size."""
+    def splits(world):
+        task, ctx = get_task("syn_xnli"), DataContext(world=normalize_world(world))
+        return {s: [(e.text_a, e.text_b, e.label) for e in task.load(s, "en", ctx).examples]
+                for s in task.splits}
+
+    small, full = splits({**SMALL, "xnli_train_size": 40}), splits({**SMALL, "xnli_train_size": None})
+    assert len(small["train"]) == 40 and len(full["train"]) == SMALL["train_size"]
+    assert small["validation"] == full["validation"] and small["test"] == full["test"]
+    assert len(splits({**SMALL, "xnli_train_size": 10**6})["train"]) == SMALL["train_size"]
+    assert collections.Counter(lab for *_, lab in small["train"]) == {0: 14, 1: 13, 2: 13}
+    assert DEFAULT_WORLD["xnli_train_size"] < DEFAULT_WORLD["train_size"]
 
 
 @pytest.mark.parametrize("name", ["syn_xnli", "syn_nli_en", "syn_xcopa", "syn_ner", "syn_xquad",

@@ -44,6 +44,10 @@ DEFAULT_WORLD: dict[str, Any] = {
     # syn_xnli: share of 'neutral' hypotheses naming the sibling class (same verbs, told
     # apart only by adjectives and 'is' sentences) rather than a class of another group
     "xnli_sibling_frac": 0.2,
+    # syn_xnli's English train split (examples; at most `train_size`, None: `train_size`),
+    # small like X-STILTs' targets' English training sets: it decides how much an
+    # intermediate task can add (DESIGN.md, "The landscape").
+    "xnli_train_size": 450,
     # task sizes (examples; train is English, dev/test per language)
     "train_size": 3000,
     "dev_size": 300,

@@ -106,6 +106,7 @@ INTERMEDIATE_NOTES = {
     "syn_haslocation": "useless: does the sentence name a place (readable off 'in')",
     "syn_random": "harmful: random labels (memorization drifts English representations)",
     "syn_lexparity": "harmful: an arbitrary partition of English nouns across classes",
+    "syn_lexclass": "harmful: syn_hypernym's labels with an arbitrary class per English noun",
     "syn_lm_en": "English-only causal LM (drifts towards English)",
 }
 
@@ -161,6 +162,7 @@ def _register_all() -> None:
         "syn_haslocation": ("haslocation", ("no", "yes")),
         "syn_random": ("random", ("a", "b")),
         "syn_lexparity": ("lexparity", ("even", "odd")),
+        "syn_lexclass": ("lexclass", tuple(f"class{k}" for k in range(n_cls))),
     }
     for name, (generator, labels) in pair_tasks.items():
         reg(Task(name, "classification", "seq_cls", "accuracy", en, inter, SOURCE,

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raysweep.data.config import normalize_world, rng_for
-from raysweep.data.grammar import NP, Clause
+from raysweep.data.grammar import Clause
 from raysweep.data.world import World, get_world
 from raysweep.tasks.base import (
     Answer,
@@ -29,6 +29,23 @@ from raysweep.tasks.base import (
     SpanQAExample,
     TaggingExample,
     TextExample,
+)
+from raysweep.tasks.synthetic_items import (
+    Item,
+    antonym_item,
+    classmatch_item,
+    clause_item,
+    echo_item,
+    haslocation_item,
+    hypernym_item,
+    lexclass_item,
+    lexparity_item,
+    ner_item,
+    qa_item,
+    random_item,
+    script_item,
+    xcopa_item,
+    xnli_item,
 )
 
 SPLIT_SIZES = {"train": "train_size", "validation": "dev_size", "test": "test_size"}
@@ -76,156 +93,6 @@ def corpus_lines(world: World, code: str, split: str = "train", n: int | None = 
     return [" ".join(lines[i:i + k]) for i in range(0, len(lines), k)]
 
 
-# --- task item generators ---------------------------------------------------------------------
-
-ENTAIL, NEUTRAL, CONTRA = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Item:
-    label: int
-    data: Any
-
-
-def _xnli_item(world: World, rng: np.random.Generator, label: int) -> Item:
-    prem = world.sample_clause(rng, p_neg=0.0, p_loc=0.2)
-    k = world.subject_class(prem)
-    if label == NEUTRAL:
-        sib = k ^ 1
-        if rng.random() < world.cfg["xnli_sibling_frac"]:
-            hk = sib
-        else:
-            others = [j for j in range(world.n_classes) if j != k]
-            hk = others[rng.integers(len(others))]
-        verb = prem.verb if rng.random() < 0.5 else world.antonym[prem.verb]
-    else:
-        hk = k
-        verb = prem.verb if label == ENTAIL else world.antonym[prem.verb]
-    hyp = Clause(NP((world.class_word[hk],)), verb, None)
-    return Item(label, (prem, hyp))
-
-
-def _classmatch_item(world: World, rng, label: int) -> Item:
-    # syn_xnli's hard half alone: does the class word name the premise subject's class? The
-    # hypothesis keeps the premise's verb, so only the class relation decides; half of the
-    # mismatches name the sibling class (same verbs), so verb agreement cannot decide either.
-    prem = world.sample_clause(rng, p_neg=0.0, p_loc=0.2)
-    k = world.subject_class(prem)
-    if label == 1:
-        hk = k
-    elif rng.random() < 0.5:
-        hk = k ^ 1
-    else:
-        others = [j for j in range(world.n_classes) if j // 2 != k // 2]
-        hk = others[rng.integers(len(others))]
-    return Item(label, (prem, Clause(NP((world.class_word[hk],)), prem.verb, None)))
-
-
-def _content_keys(clause: Clause) -> list[str]:
-    keys = [clause.verb]
-    for np_ in (clause.subj, clause.obj):
-        if np_ is not None and not np_.is_name:
-            keys += [np_.head[0]] + ([np_.adj] if np_.adj else [])
-    return keys
-
-
-def _echo_item(world: World, rng, label: int) -> Item:
-    # Does the hypothesis's second word occur in the premise? Shaped like syn_xnli's pairs
-    # ('CLASS w', the class word random), the probe is the premise's verb half of the time,
-    # else another of its content words; a 'no' probe has the same part of speech. Identity
-    # is the same relation in every language (both sides are rendered in one language), and
-    # with ~60 probe types it is learned as identity rather than as a table of English pairs.
-    prem = world.sample_clause(rng, p_neg=0.0, p_loc=0.2)
-    present = _content_keys(prem)
-    probe = prem.verb if rng.random() < 0.5 else present[rng.integers(len(present))]
-    if label == 0:
-        pos = world.lexicon[probe].pos
-        pool = [k for k, lx in world.lexicon.items() if lx.pos == pos and k not in present]
-        probe = pool[rng.integers(len(pool))]
-    cls = world.class_word[int(rng.integers(world.n_classes))]
-    return Item(label, (prem, Clause(NP((cls,)), probe, None)))
-
-
-def _hypernym_item(world: World, rng, label: int) -> Item:
-    clause = world.sample_clause(rng, subj_class=label, p_name=0.0)
-    return Item(label, clause)
-
-
-def _antonym_item(world: World, rng, label: int) -> Item:
-    a = world.sample_clause(rng)
-    verb = a.verb if label == 0 else world.antonym[a.verb]
-    b = Clause(a.subj, verb, world.sample_np(rng, world.obj_class[verb]))
-    return Item(label, (a, b))
-
-
-def _script_item(world: World, rng, label: int) -> Item:
-    a = world.sample_clause(rng)
-    g = world.lexicon[a.verb].cls
-    if label == 1:
-        verb = world.result[a.verb]
-    else:
-        opts = [v for v in world.verbs[g] if v not in (a.verb, world.result[a.verb])]
-        verb = opts[rng.integers(len(opts))]
-    b = Clause(a.subj, verb, world.sample_np(rng, world.obj_class[verb]))
-    return Item(label, (a, b))
-
-
-def _random_item(world: World, rng, label: int) -> Item:
-    return Item(label, world.sample_clause(rng))
-
-
-def _lexparity_item(world: World, rng, label: int) -> Item:
-    # the label is an arbitrary partition of the subject nouns that cuts across classes
-    while True:
-        clause = world.sample_clause(rng, p_name=0.0)
-        noun = clause.subj.head[0]
-        idx = world.all_nouns.index(noun)
-        if (idx * 2654435761 >> 7) % 2 == label:
-            return Item(label, clause)
-
-
-def _haslocation_item(world: World, rng, label: int) -> Item:
-    return Item(label, world.sample_clause(rng, p_loc=float(label)))
-
-
-def _xcopa_item(world: World, rng, label: int) -> Item:
-    prem = world.sample_clause(rng, p_loc=0.0)
-    g = world.lexicon[prem.verb].cls
-    good = world.result[prem.verb]
-    opts = [v for v in world.verbs[g] if v not in (prem.verb, good)]
-    bad = opts[rng.integers(len(opts))]
-    right = Clause(prem.subj, good, world.sample_np(rng, world.obj_class[good]))
-    wrong = Clause(prem.subj, bad, world.sample_np(rng, world.obj_class[bad]))
-    choices = (wrong, right) if label == 1 else (right, wrong)
-    return Item(label, (prem, choices))
-
-
-def _ner_item(world: World, rng, label: int) -> Item:
-    while True:
-        c = world.sample_clause(rng, subj_class=0 if rng.random() < 0.7 else None,
-                                p_name=0.7, p_loc=0.6)
-        if c.subj.is_name or c.loc is not None:
-            return Item(0, c)
-
-
-def _qa_item(world: World, rng, label: int) -> Item:
-    while True:
-        a = world.sample_clause(rng, p_loc=0.4, p_obj=0.9)
-        b = world.sample_clause(rng, p_loc=0.4, p_obj=0.9)
-        if a.verb == b.verb or world.antonym[a.verb] == b.verb:
-            continue
-        clauses = (a, b)
-        j = int(rng.integers(2))
-        kinds = ["subj"] + (["obj"] if clauses[j].obj else []) + (["loc"] if clauses[j].loc
-                                                                  else [])
-        kind = kinds[rng.integers(len(kinds))]
-        return Item(0, (clauses, j, kind))
-
-
-def _clause_item(world: World, rng, label: int) -> Item:
-    return Item(0, world.sample_clause(rng, p_neg=0.1))
-
-
 @dataclass(frozen=True)
 class Family:
     make: Callable[[World, np.random.Generator, int], Item]
@@ -253,20 +120,21 @@ def _k_qa(world: World, item: Item) -> str:
 
 
 FAMILIES: dict[str, Family] = {
-    "xnli": Family(_xnli_item, 3, _k_pair),
-    "nli_en": Family(_xnli_item, 3, _k_pair),  # the MNLI analogue: disjoint from xnli's items
-    "hypernym": Family(_hypernym_item, 0, _k_clause),  # num_labels = n_classes
-    "classmatch": Family(_classmatch_item, 2, _k_pair),
-    "echo": Family(_echo_item, 2, _k_pair),
-    "antonym": Family(_antonym_item, 2, _k_pair),
-    "script": Family(_script_item, 2, _k_pair),
-    "random": Family(_random_item, 2, _k_clause),
-    "lexparity": Family(_lexparity_item, 2, _k_clause),
-    "haslocation": Family(_haslocation_item, 2, _k_clause),
-    "xcopa": Family(_xcopa_item, 2, _k_copa),
-    "ner": Family(_ner_item, 1, _k_clause),
-    "qa": Family(_qa_item, 1, _k_qa),
-    "clauses": Family(_clause_item, 1, _k_clause),
+    "xnli": Family(xnli_item, 3, _k_pair),
+    "nli_en": Family(xnli_item, 3, _k_pair),  # the MNLI analogue: disjoint from xnli's items
+    "hypernym": Family(hypernym_item, 0, _k_clause),  # num_labels = n_classes
+    "classmatch": Family(classmatch_item, 2, _k_pair),
+    "echo": Family(echo_item, 2, _k_pair),
+    "antonym": Family(antonym_item, 2, _k_pair),
+    "script": Family(script_item, 2, _k_pair),
+    "random": Family(random_item, 2, _k_clause),
+    "lexparity": Family(lexparity_item, 2, _k_clause),
+    "lexclass": Family(lexclass_item, 0, _k_clause),  # num_labels = n_classes
+    "haslocation": Family(haslocation_item, 2, _k_clause),
+    "xcopa": Family(xcopa_item, 2, _k_copa),
+    "ner": Family(ner_item, 1, _k_clause),
+    "qa": Family(qa_item, 1, _k_qa),
+    "clauses": Family(clause_item, 1, _k_clause),
 }
 
 
@@ -286,6 +154,8 @@ def _items_cached(key: str, family: str) -> dict[str, list[Item]]:
     n_labels = family_labels(world, family)
     c = world.cfg
     sizes = {s: int(c[k]) for s, k in SPLIT_SIZES.items()}
+    if family == "xnli" and c["xnli_train_size"] is not None:  # never above train_size
+        sizes["train"] = min(sizes["train"], int(c["xnli_train_size"]))
     if family == "clauses":
         sizes["test"] = sizes["validation"] = int(c["retrieval_pool"])
     rng = rng_for(world.seed, "items", family)
