@@ -20,7 +20,7 @@ Measures, with the tiny LLaMA sizes on CPU (one process, `torch.set_num_threads(
 4. the mean zero-shot score per size.
 Then rewrites the README section between `<!-- transfer:start -->` and `<!-- transfer:end -->`.
 
-    python bench/transfer.py --seeds 5          # full run (README updated)
+    python bench/transfer.py --seeds 10 --first-seed 100   # full run (README updated)
     python bench/transfer.py --quick            # a smaller run, README not touched
 """
 
@@ -245,6 +245,10 @@ def merge(raws: list[dict]) -> dict:
                 {k: v for k, v in mixes.items() if k != NO_MIXTURE})
         out["mixture_order"] += [m for m in raw["mixture_order"]
                                  if m not in out["mixture_order"]]
+    # sizes smallest first, whichever file held them (figure 1's steps, figure 2's "largest")
+    by_size = sorted(out["sizes"], key=lambda k: out["sizes"][k]["n_params"])
+    out["sizes"] = {k: out["sizes"][k] for k in by_size}
+    out["inter"] = {k: out["inter"][k] for k in [*by_size, *out["inter"]] if k in out["inter"]}
     out["wall_s"] = max(r["wall_s"] for r in raws)
     if len(raws) > 1:
         out["args"] = {**raws[0]["args"], "argv": raws[0]["args"]["argv"],
@@ -333,15 +337,15 @@ def command(argv: list[str]) -> str:
 
 def render(raw, w, others) -> str:
     args = raw["args"]
-    cmd = "` and `".join(command(argv) for argv in args.get("processes", [args["argv"]]))
+    cmd = " and ".join(f"`{command(argv)}`" for argv in args.get("processes", [args["argv"]]))
     if "processes" in args:
-        cmd += f"` (side by side, merged with `--render`"
+        cmd += " (side by side, merged with `--render`)"
     st = raw["settings"]
     inter, tgt = st["intermediate"], st["target"]
     lines = [
         "### Zero-shot transfer in the synthetic world (`bench/transfer.py`)",
         "",
-        f"Measured with `{cmd}` on CPU, {args['threads']} thread(s), {len(st['seeds'])} seeds "
+        f"Measured with {cmd} on CPU, {args['threads']} thread(s), {len(st['seeds'])} seeds "
         f"({st['seeds'][0]}..{st['seeds'][-1]}: target/intermediate seeds; one pretraining per size, shared through the stage "
         f"store), in {raw['wall_s'] / 60:.1f} min{raw.get('load_note', '')}; every run is a trial of the sweep runner "
         f"(`run_local`). Target: `{TARGET}` (3 classes, chance 33.3%), fine-tuned on English, "
