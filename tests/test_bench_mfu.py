@@ -163,3 +163,21 @@ def test_mfu_on_a_card_is_achieved_flops_over_its_bf16_peak():
     assert fig["precision"] == "bf16"
     assert fig["mfu"] == pytest.approx(tps * shape["args"].flops_per_token(shape["seq"]) / 989e12,
                                        abs=1e-4)
+
+
+def test_without_ray_the_mfu_is_the_trainers_and_no_in_trial_ratio_is_made_up():
+    """`--no-ray` (a GPU machine without Ray): bare and trainer only; the MFU is the trainer's
+    step (raysweep's, outside a Ray trial) and every in-trial figure is null, not a guess."""
+    out = {"times": {"bare": [0.4, 0.5], "trainer": [0.5, 0.5]},
+           "cpu": {"bare": [0.4, 0.5], "trainer": [0.5, 0.5]},
+           "device_name": "NVIDIA H200", "ray_background_cores": 0.0, "load_1min": [0, 0],
+           "threads": {}, "peak_gib": None}
+    fig = mfu.summarize(out, {"device": "cuda", "precision": "fp32", "rounds": 2, "steps": 1}, 1)
+    assert fig["in_trial_over_bare"] is None and fig["in_trial_over_trainer"] is None
+    assert fig["mfu_of"] == "trainer" and fig["mfu"] == fig["mfu_trainer"]
+    assert fig["trainer_over_bare"] == pytest.approx((0.8 + 1.0) / 2, abs=1e-4)
+    shape = mfu.GPU_SHAPE
+    tps = shape["batch"] * shape["seq"] / 0.5
+    assert fig["mfu"] == pytest.approx(tps * shape["args"].flops_per_token(shape["seq"]) / 989e12,
+                                       abs=1e-4)
+    json.dumps(fig)
