@@ -109,7 +109,7 @@ def test_mixture_weights_are_columns_of_the_trials_table(tmp_path):
     rows = {r["trial_id"]: r for r in load(tmp_path / "sweep", "trials").to_pylist()}
     assert rows["t1"]["mix_syn_antonym"] == 0.5 and rows["t1"]["mix_syn_random"] == 0.2
     assert rows["t2"]["mix_syn_hypernym"] is None  # no intermediate stage
-    assert rows["t3"]["mix_syn_hypernym"] == 1.0 and rows["t3"]["mix_syn_antonym"] is None
+    assert rows["t3"]["mix_syn_nli_en"] == 1.0 and rows["t3"]["mix_syn_antonym"] is None  # english
 
 
 # --- log grids and stage sharing ------------------------------------------------------------
