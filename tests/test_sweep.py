@@ -186,7 +186,7 @@ def test_optuna_asha_sweep_finishes_and_releases_resources(ray_cluster, tmp_path
         tmp_path, name="asha",
         params={"lr_target": {"loguniform": [1e-4, 1e-2]}, "lr_intermediate": {"values": [2e-3]},
                 "mixture": {"values": ["english", "none"]}},
-        search={"algorithm": "optuna", "num_samples": 4, "seed": 0,
+        search={"algorithm": "optuna", "num_samples": 4, "seed": 1,
                 "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}},
         target={"steps": 12, "eval_every": 4})
     raw = spec.normalized
@@ -200,7 +200,8 @@ def test_optuna_asha_sweep_finishes_and_releases_resources(ray_cluster, tmp_path
     # One trial at a time, 3 dev reports each: ASHA (grace 1, factor 2)
     # stops a trial whose first report is below the running median of the earlier ones. With
     # Optuna's seed these runs are deterministic; at least one is stopped, so the stopped
-    # path's row is really exercised.
+    # path's row is really exercised. (Seed 1: on the 2026-12-04 world, seed 0's four draws
+    # happened to report in an order ASHA never cut, and the test failed on that alone.)
     assert "stopped" in statuses and "done" in statuses, statuses
     assert set(statuses) <= {"done", "stopped"}
     for t in trials:
