@@ -24,6 +24,7 @@ Last line: {"cases": {name: {"measured_gb", "estimate_gb", "ratio"}}, "max_abs_e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -98,16 +99,48 @@ def _toy_task(head: str):
                 source="bench", loader=lambda *a: None, num_labels=2)
 
 
+def _toy_batch(shape: LlamaArgs, micro: int, seq: int, seed: int, device: str = "cpu") -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    batch = {"input_ids": torch.randint(5, shape.vocab, (micro, seq), generator=g),
+             "attention_mask": torch.ones(micro, seq, dtype=torch.long),
+             "labels": torch.randint(0, 2, (micro,), generator=g)}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _two_steps(shape: LlamaArgs, head: str, mesh, config, batch: dict, device: str = "cpu"):
+    """The project's model built on `device` (TaskModel + a toy head, `parallelize`d with
+    `config`), then two AdamW steps on `batch`; the last loss. AdamW's states exist from the
+    first step on, so the second step is the peak."""
+    import torch
+
+    from raysweep.model.checkpoint import init_backbone
+    from raysweep.model.parallelize import parallelize
+    from raysweep.model.task_model import TaskModel
+    from raysweep.train.loop import Optim, make_optimizer, task_loss
+
+    # (on CPU, no device mode: the build is exactly the CPU cases' as before)
+    with torch.device(device) if device != "cpu" else contextlib.nullcontext():
+        model = TaskModel(init_backbone(shape, seed=0))
+        model.add_head(_toy_task(head))
+    model = parallelize(model, mesh, config)
+    opt, _ = make_optimizer(model, Optim(lr=1e-4, steps=2, warmup_frac=0.1))
+    for _ in range(2):
+        loss = task_loss(model, "toy", batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss
+
+
 def _measure(case: str, rank: int = 0, world: int = 1, port: int = 0, out=None,
              shape: LlamaArgs = SHAPE) -> float:
     """Two training steps; this rank's peak RSS growth in GB."""
     import torch
 
     from raysweep.model.args import ParallelConfig
-    from raysweep.model.checkpoint import init_backbone
-    from raysweep.model.parallelize import device_mesh, parallelize
-    from raysweep.model.task_model import TaskModel
-    from raysweep.train.loop import Optim, make_optimizer, task_loss
+    from raysweep.model.parallelize import device_mesh
 
     torch.set_num_threads(1)
     if world > 1:
@@ -116,20 +149,9 @@ def _measure(case: str, rank: int = 0, world: int = 1, port: int = 0, out=None,
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
     head, micro, seq, ac, _ = CASES[case]
-    task = _toy_task(head)
-    g = torch.Generator().manual_seed(rank)
-    batch = {"input_ids": torch.randint(5, shape.vocab, (micro, seq), generator=g),
-             "attention_mask": torch.ones(micro, seq, dtype=torch.long),
-             "labels": torch.randint(0, 2, (micro,), generator=g)}
+    batch = _toy_batch(shape, micro, seq, seed=rank)
     base = _rss_gb("VmRSS")
-    model = TaskModel(init_backbone(shape, seed=0))
-    model.add_head(task)
-    model = parallelize(model, device_mesh(), ParallelConfig(activation_checkpointing=ac))
-    opt, _ = make_optimizer(model, Optim(lr=1e-4, steps=2, warmup_frac=0.1))
-    for _ in range(2):  # AdamW's states exist from the first step on: the second is the peak
-        task_loss(model, "toy", batch).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    _two_steps(shape, head, device_mesh(), ParallelConfig(activation_checkpointing=ac), batch)
     peak = _rss_gb("VmHWM") - base
     if out is not None:
         out.put((rank, peak))
@@ -173,10 +195,7 @@ def _measure_cuda(case: str, shape: LlamaArgs = CUDA_SHAPE, device: str = "cuda"
     import torch.distributed as dist
 
     from raysweep.model.args import ParallelConfig
-    from raysweep.model.checkpoint import init_backbone
-    from raysweep.model.parallelize import device_mesh, parallelize
-    from raysweep.model.task_model import TaskModel
-    from raysweep.train.loop import Optim, make_optimizer, task_loss
+    from raysweep.model.parallelize import device_mesh
 
     cuda = device == "cuda"
     if cuda:
@@ -189,29 +208,17 @@ def _measure_cuda(case: str, shape: LlamaArgs = CUDA_SHAPE, device: str = "cuda"
     mesh = device_mesh()
     assert mesh is not None and mesh.device_type == device, mesh
     head, micro, seq, ac, _ = CUDA_CASES[case]
-    task = _toy_task(head)
-    g = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(5, shape.vocab, (micro, seq), generator=g),
-             "attention_mask": torch.ones(micro, seq, dtype=torch.long),
-             "labels": torch.randint(0, 2, (micro,), generator=g)}
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = _toy_batch(shape, micro, seq, seed=0, device=device)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_gb("VmRSS") * 1e9
-    with torch.device(device):  # the CPU cases' build, allocated on the GPU
-        model = TaskModel(init_backbone(shape, seed=0))
-        model.add_head(task)
-    model = parallelize(model, mesh, ParallelConfig(precision="bf16",
-                                                    activation_checkpointing=ac))
-    opt, _ = make_optimizer(model, Optim(lr=1e-4, steps=2, warmup_frac=0.1))
-    for _ in range(2):  # AdamW's states exist from the first step on: the second is the peak
-        loss = task_loss(model, "toy", batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    # the CPU cases' build, allocated on the GPU, in bf16
+    loss = _two_steps(shape, head, mesh, ParallelConfig(precision="bf16",
+                                                        activation_checkpointing=ac),
+                      batch, device)
     if cuda:
         torch.cuda.synchronize()
         peak, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()

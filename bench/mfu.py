@@ -502,15 +502,18 @@ def measure(opts: dict, world: int) -> dict:
             errors.append(e)
             gate.abort(f"driver: {e}")
 
+    def stop_ranks() -> None:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():  # ours: a rank stuck in a collective after the others left
+                p.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
     if opts["no_ray"]:  # bare and trainer only (a machine without Ray): no trial to wait on
         try:
             out.update(conduct(gate, bare_variants(opts), opts, alive, sides=("bare",)))
         finally:
-            for p in procs:
-                p.join(timeout=60)
-                if p.is_alive():
-                    p.terminate()
-            shutil.rmtree(work, ignore_errors=True)
+            stop_ranks()
         return out
     thread = threading.Thread(target=conductor, daemon=True)
     thread.start()
@@ -522,11 +525,7 @@ def measure(opts: dict, world: int) -> dict:
     finally:
         trial_over.set()
         thread.join()
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():  # ours: a rank stuck in a collective after the others left
-                p.terminate()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_ranks()
     if errors:
         sys.exit(f"bench/mfu.py: {errors[0]}")
     reported = [r["s_per_step"] for r in sorted(reports, key=lambda r: r["round"])
